@@ -1,0 +1,1 @@
+"""Notifications: notifier hub, Telegram and email channels."""

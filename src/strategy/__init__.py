@@ -1,0 +1,1 @@
+"""Strategy composition: BaseStrategy, entry and exit mixins, indicators, registry."""

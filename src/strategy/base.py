@@ -1,0 +1,396 @@
+"""BaseStrategy: a backtrader Strategy composed of entry and exit mixins.
+
+Per symbol and per bar (at the close of bar i):
+
+* flat: each entry mixin is asked `should_enter`; they combine with ``any``/``all``. On a
+  signal the exit mixins give the initial stop and target (anchored at bar i's close), the
+  size follows from the sizing rule, and one bracket goes out: a market entry that fills at
+  the next bar's open, with the stop and the target live from that same bar.
+* in a position: the exit mixins see the bar and may tighten the stop, move the target, or
+  ask for an exit at the next open. Changed levels replace the resting orders.
+
+Fills arrive through `notify_order`; each closing fill produces a `TradeRecord` with the
+reason of the order that closed it. The strategy never learns the mode it runs in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+from strategy.mixins.base import Bars, EntryMixin, ExitMixin, ExitPlan, OpenTrade, Side, combine
+from trading.results import TradeRecord
+from trading.sizing import position_quantity
+
+_NO_EXIT_YET = -(10**9)
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """Everything BaseStrategy needs, resolved from a BotConfig."""
+
+    name: str
+    direction: str  # long | short | both
+    entry_logic: str  # any | all
+    entries: tuple[tuple[type[EntryMixin], Any], ...]
+    exits: tuple[tuple[type[ExitMixin], Any], ...]
+    sizing: Any  # trading.config.SizingConfig
+    risk: Any  # trading.config.RiskSection
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> StrategySpec:
+        from strategy.registry import resolve_mixin
+
+        s = cfg.strategy
+
+        def build(specs: Sequence[Any], kind: str) -> tuple[tuple[type, Any], ...]:
+            out = []
+            for spec in specs:
+                mixin_cls = resolve_mixin(spec.name, kind)  # type: ignore[arg-type]
+                out.append((mixin_cls, mixin_cls.Params.model_validate(spec.parameters)))
+            return tuple(out)
+
+        return cls(
+            name=s.name,
+            direction=s.direction,
+            entry_logic=s.entry_logic,
+            entries=build(s.entry_mixins, "entry"),
+            exits=build(s.exit_mixins, "exit"),
+            sizing=s.resolved_sizing(),
+            risk=cfg.risk_management,
+        )
+
+    @property
+    def sides(self) -> tuple[Side, ...]:
+        return {"long": (Side.LONG,), "short": (Side.SHORT,), "both": (Side.LONG, Side.SHORT)}[self.direction]
+
+
+class _Book:
+    """Per-symbol state: mixin instances, the open trade and its resting orders."""
+
+    def __init__(self, data: bt.feeds.DataBase, spec: StrategySpec) -> None:
+        self.data = data
+        self.clock = data.lines.datetime  # its lencount is len(data), read without overhead
+        self.symbol: str = data._name or f"data{id(data)}"
+        self.entries = [c(p) for c, p in spec.entries]
+        self.exits = [c(p) for c, p in spec.exits]
+        self.prepared = 0  # number of bars the mixins' indicators cover
+        self.total = 0  # bars known to exist (preloaded) or 0 when streaming
+        self.warmup = 0
+        self.trade: OpenTrade | None = None
+        self.entry_ref: int | None = None
+        self.stop_order: bt.Order | None = None  # resting protective legs (live objects)
+        self.tp_order: bt.Order | None = None
+        self.exit_ref: int | None = None
+        self.exit_reason: str | None = None
+        self.entry_fee = 0.0
+        self.last_exit = _NO_EXIT_YET
+        self.high: list[float] = []
+        self.low: list[float] = []
+        self.close: list[float] = []
+        self.times: np.ndarray = np.array([], dtype="datetime64[ns]")
+
+    def prepare(self, n: int) -> None:
+        """Compute indicators over the first n bars of the feed (all preloaded bars in a backtest)."""
+        d = self.data
+        # Preloaded line arrays hold every bar; streamed ones grow as bars arrive.
+        arr = {k: np.asarray(getattr(d.lines, k).array[:n], dtype=np.float64)
+               for k in ("datetime", "open", "high", "low", "close", "volume")}
+        # Day numbers carry ~10 us of float error: round to the millisecond.
+        ms = np.round((arr["datetime"] - 719163.0) * 86_400_000).astype("int64")
+        times = ms.astype("datetime64[ms]").astype("datetime64[ns]")
+        bars = Bars(times, arr["open"], arr["high"], arr["low"], arr["close"], arr["volume"])
+        for m in (*self.entries, *self.exits):
+            m.prepare(bars)
+        self.warmup = max((m.warmup() for m in (*self.entries, *self.exits)), default=0)
+        self.high, self.low, self.close = bars.high.tolist(), bars.low.tolist(), bars.close.tolist()
+        self.times = times
+        self.prepared = n
+
+
+class BaseStrategy(bt.Strategy):
+    """Compose entry and exit mixins; record trades, equity and decisions."""
+
+    params = (
+        ("spec", None),
+        ("progress", None),  # callable(done_bars, total_bars)
+        ("progress_every", 2000),
+        ("slippage", None),  # (model, amount): for the end-of-data mark-to-market exit
+        ("commission_rate", 0.0),
+    )
+
+    def __init__(self) -> None:
+        spec: StrategySpec = self.p.spec
+        if spec is None:
+            raise ValueError("BaseStrategy needs spec=StrategySpec")
+        self.spec = spec
+        self.books = [_Book(d, spec) for d in self.datas]
+        self._book_of = {id(b.data): b for b in self.books}
+        self.trade_records: list[TradeRecord] = []
+        self.decisions: list[tuple[str, int, str, str]] = []  # (symbol, bar, kind, detail)
+        self.refusals: dict[str, int] = {}
+        self.equity_values: list[float] = []
+        self.equity_times: list[float] = []
+        self.end_adjustment = 0.0
+        self._progress: Callable[[int, int], None] | None = self.p.progress
+
+    # ----------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        for book in self.books:
+            book.total = book.data.buflen() if len(book.data.lines.close.array) else 0
+            if book.total:
+                book.prepare(book.total)
+
+    def next(self) -> None:
+        for book in self.books:
+            i = book.clock.lencount - 1
+            if i < 0:
+                continue
+            if i >= book.prepared:
+                book.prepare(i + 1)  # streaming: recompute over the bars seen so far
+            self._step(book, i)
+        self.equity_values.append(self.broker.getvalue())
+        self.equity_times.append(self.datas[0].datetime[0])
+        if self._progress is not None:
+            n = len(self)
+            if n % self.p.progress_every == 0:
+                self._progress(n, self.books[0].total)
+
+    def stop(self) -> None:
+        for book in self.books:
+            if book.trade is not None and book.trade.is_filled:
+                self._close_at_end(book)
+        if self._progress is not None and self.books:
+            self._progress(len(self), self.books[0].total)
+
+    # ----------------------------------------------------------------- per bar
+    def _step(self, book: _Book, i: int) -> None:
+        trade = book.trade
+        if trade is None:
+            self._maybe_enter(book, i)
+            return
+        if not trade.is_filled or book.exit_ref is not None:
+            return  # waiting for an entry or a market exit to fill
+        if trade.side is Side.LONG:
+            trade.best_price = max(trade.best_price, book.high[i])
+            trade.worst_price = min(trade.worst_price, book.low[i])
+        else:
+            trade.best_price = min(trade.best_price, book.low[i])
+            trade.worst_price = max(trade.worst_price, book.high[i])
+        plan = combine([x.on_bar(trade, i) for x in book.exits], trade.side)
+        if plan.exit_now:
+            self.decisions.append((book.symbol, i, "exit", plan.exit_now))
+            self._exit_at_market(book, plan.exit_now)
+        elif plan.stop != trade.stop or plan.take_profit != trade.take_profit:
+            self._replace_protection(book, plan)
+        else:
+            trade.stop_reason, trade.take_profit_reason = plan.stop_reason, plan.take_profit_reason
+
+    def _maybe_enter(self, book: _Book, i: int) -> None:
+        if i < book.warmup or (book.total and i >= book.total - 1):
+            return  # indicators not ready, or no next bar to fill on
+        chosen: tuple[Side, str] | None = None
+        for side in self.spec.sides:
+            fired = [m.name for m in book.entries if m.should_enter(i, side, i - book.last_exit)]
+            if not fired:
+                continue
+            if self.spec.entry_logic == "all" and len(fired) < len(book.entries):
+                continue
+            if chosen is not None:
+                self._refuse("CONFLICTING_SIGNALS")
+                return  # long and short fired together: stay out
+            chosen = (side, "+".join(fired))
+        if chosen is None:
+            return
+        side, tag = chosen
+        ref = book.close[i]
+        trade = OpenTrade(symbol=book.symbol, side=side, signal_index=i, ref_price=ref, entry_tag=tag)
+        plan = combine([x.on_entry(trade, i) for x in book.exits], side)
+        if plan.stop is not None and not (math.isfinite(plan.stop) and side.sign * (ref - plan.stop) > 0):
+            plan.stop = None  # a stop on the wrong side of the price would fill at once
+        if plan.take_profit is not None and not (
+            math.isfinite(plan.take_profit) and side.sign * (plan.take_profit - ref) > 0
+        ):
+            plan.take_profit = None
+        if plan.stop is None and self.spec.risk.stop_loss_required:
+            self._refuse("STOP_LOSS_REQUIRED")
+            return
+        qty, reason = position_quantity(
+            self.spec.sizing, self.spec.risk, equity=self.broker.getvalue(), price=ref, stop=plan.stop
+        )
+        if reason:
+            self._refuse(reason)
+            return
+        trade.quantity = qty
+        trade.stop, trade.stop_reason = plan.stop, plan.stop_reason
+        trade.take_profit, trade.take_profit_reason = plan.take_profit, plan.take_profit_reason
+        book.trade = trade
+        self.decisions.append((book.symbol, i, "entry", f"{side.value}:{tag}"))
+        self._send_bracket(book, trade)
+
+    # ----------------------------------------------------------------- orders
+    def _send_bracket(self, book: _Book, trade: OpenTrade) -> None:
+        d, q = book.data, trade.quantity
+        if trade.stop is None and trade.take_profit is None:
+            o = self.buy(data=d, size=q) if trade.side is Side.LONG else self.sell(data=d, size=q)
+            book.entry_ref, book.stop_order, book.tp_order = o.ref, None, None
+            return
+        bracket = self.buy_bracket if trade.side is Side.LONG else self.sell_bracket
+        main, stop, target = bracket(
+            data=d,
+            size=q,
+            exectype=bt.Order.Market,
+            stopprice=trade.stop,
+            stopexec=bt.Order.Stop if trade.stop is not None else None,
+            limitprice=trade.take_profit,
+            limitexec=bt.Order.Limit if trade.take_profit is not None else None,
+        )
+        book.entry_ref = main.ref
+        book.stop_order, book.tp_order = stop, target
+
+    def _cancel_protection(self, book: _Book) -> None:
+        # Cancelling one leg cancels its OCO/bracket sibling too; clear refs first so the
+        # Canceled notifications are recognised as ours.
+        legs = [o for o in (book.stop_order, book.tp_order) if o is not None]
+        book.stop_order = book.tp_order = None
+        for order in legs:
+            if order.alive():
+                self.broker.cancel(order)
+
+    def _replace_protection(self, book: _Book, plan: ExitPlan) -> None:
+        trade = book.trade
+        assert trade is not None
+        broker = self.broker
+        same_legs = (plan.stop is None) == (book.stop_order is None) and (plan.take_profit is None) == (
+            book.tp_order is None
+        )
+        amended = same_legs and hasattr(broker, "modify")
+        if amended:
+            # Amend in place (no new orders, links kept) when the broker supports it.
+            for order, price in ((book.stop_order, plan.stop), (book.tp_order, plan.take_profit)):
+                if order is not None and order.created.price != price and not broker.modify(order, price=price):
+                    amended = False
+        if not amended:
+            self._cancel_protection(book)
+            d, q = book.data, trade.quantity
+            close_side = self.sell if trade.side is Side.LONG else self.buy
+            if plan.stop is not None:
+                book.stop_order = close_side(data=d, size=q, exectype=bt.Order.Stop, price=plan.stop)
+            if plan.take_profit is not None:
+                book.tp_order = close_side(
+                    data=d, size=q, exectype=bt.Order.Limit, price=plan.take_profit, oco=book.stop_order
+                )
+        trade.stop, trade.stop_reason = plan.stop, plan.stop_reason
+        trade.take_profit, trade.take_profit_reason = plan.take_profit, plan.take_profit_reason
+
+    def _exit_at_market(self, book: _Book, reason: str) -> None:
+        trade = book.trade
+        assert trade is not None
+        self._cancel_protection(book)
+        close_side = self.sell if trade.side is Side.LONG else self.buy
+        book.exit_ref = close_side(data=book.data, size=trade.quantity).ref
+        book.exit_reason = reason
+
+    def notify_order(self, order: bt.Order) -> None:
+        book = self._book_of.get(id(order.data))
+        if book is None or order.status in (order.Submitted, order.Accepted):
+            return
+        ref = order.ref
+        stop_ref = book.stop_order.ref if book.stop_order is not None else None
+        tp_ref = book.tp_order.ref if book.tp_order is not None else None
+        if order.status == order.Completed:
+            if ref == book.entry_ref:
+                self._on_entry_fill(book, order)
+            elif ref == stop_ref:
+                self._on_exit_fill(book, order, book.trade.stop_reason if book.trade else "stop_loss")
+            elif ref == tp_ref:
+                self._on_exit_fill(book, order, book.trade.take_profit_reason if book.trade else "take_profit")
+            elif ref == book.exit_ref:
+                self._on_exit_fill(book, order, book.exit_reason or "exit")
+            return
+        if order.status == order.Partial:
+            return
+        # Canceled / Margin / Rejected / Expired
+        if ref == book.entry_ref:
+            self._refuse("ENTRY_" + order.getstatusname().upper())
+            book.trade, book.entry_ref, book.stop_order, book.tp_order = None, None, None, None
+        elif ref in (stop_ref, tp_ref, book.exit_ref) and order.status != order.Canceled:
+            self._refuse("EXIT_" + order.getstatusname().upper())
+
+    def _on_entry_fill(self, book: _Book, order: bt.Order) -> None:
+        trade = book.trade
+        assert trade is not None
+        i = book.clock.lencount - 1
+        trade.entry_index = i
+        trade.entry_price = order.executed.price
+        trade.quantity = abs(order.executed.size)
+        trade.best_price = trade.worst_price = trade.entry_price
+        book.entry_fee = order.executed.comm
+        book.entry_ref = None
+
+    def _on_exit_fill(self, book: _Book, order: bt.Order, reason: str) -> None:
+        trade = book.trade
+        assert trade is not None and trade.entry_price is not None
+        # The sibling of a filled stop/target is cancelled by OCO; make sure no leg survives.
+        if order.ref != book.exit_ref:
+            self._cancel_protection(book)
+        self._record(book, book.clock.lencount - 1, order.executed.price, order.executed.comm, reason)
+
+    def _close_at_end(self, book: _Book) -> None:
+        """Mark the position to the last close, net of slippage and commission (end_of_data)."""
+        trade = book.trade
+        assert trade is not None
+        i = book.clock.lencount - 1
+        close = book.close[i]
+        model, amount = self.p.slippage or ("percent", 0.0)
+        slip = amount if model == "fixed" else close * amount
+        price = close - trade.side.sign * slip
+        fee = abs(trade.quantity) * price * self.p.commission_rate
+        self.end_adjustment += -trade.side.sign * trade.quantity * (close - price) - fee
+        self._record(book, i, price, fee, "end_of_data")
+
+    def _record(self, book: _Book, i: int, price: float, exit_fee: float, reason: str) -> None:
+        trade = book.trade
+        assert trade is not None and trade.entry_price is not None and trade.entry_index is not None
+        sign, qty, entry = trade.side.sign, trade.quantity, trade.entry_price
+        if sign > 0:
+            best, worst = max(trade.best_price, price), min(trade.worst_price, price)
+        else:
+            best, worst = min(trade.best_price, price), max(trade.worst_price, price)
+        gross = sign * (price - entry) * qty
+        fees = book.entry_fee + exit_fee
+        times = book.times
+        self.trade_records.append(
+            TradeRecord(
+                trade_id=len(self.trade_records) + 1,
+                symbol=book.symbol,
+                side=trade.side.value,
+                entry_time=pd.Timestamp(times[trade.entry_index], tz="UTC").to_pydatetime(),
+                exit_time=pd.Timestamp(times[i], tz="UTC").to_pydatetime(),
+                entry_price=entry,
+                exit_price=price,
+                quantity=qty,
+                gross_pnl=gross,
+                fees=fees,
+                pnl=gross - fees,
+                pnl_pct=(gross - fees) / (entry * qty) * 100.0,
+                exit_reason=reason,
+                entry_tag=trade.entry_tag,
+                bars_held=i - trade.entry_index,
+                mae_pct=sign * (worst - entry) / entry * 100.0,
+                mfe_pct=sign * (best - entry) / entry * 100.0,
+            )
+        )
+        book.trade = None
+        book.exit_ref = book.exit_reason = None
+        book.stop_order = book.tp_order = None
+        book.last_exit = i
+
+    def _refuse(self, reason: str) -> None:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1

@@ -1,0 +1,1 @@
+"""Trading core: config, data, engine, analytics, persistence and CLI."""

@@ -1,0 +1,1 @@
+"""Brokers: the simulated broker shared by backtest and paper, and live adapters."""

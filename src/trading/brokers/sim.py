@@ -1,0 +1,96 @@
+"""SimBroker: backtrader's BackBroker with bracket children live from the entry bar."""
+
+from __future__ import annotations
+
+import backtrader as bt
+
+
+class SimBroker(bt.brokers.BackBroker):
+    """BackBroker whose bracket stop/target protect the position on the bar the entry fills.
+
+    Stock backtrader activates the children of a filled bracket parent only on the next
+    bar, leaving the entry bar unprotected: a bar that opens at the entry and then trades
+    through the stop would not stop out. Here the children are activated at once; they sit
+    behind the parent in the pending queue, so the same pass over the queue tries them
+    against the rest of that bar (stop before target, as they were submitted).
+    """
+
+    def _bracketize(self, order: bt.Order, cancel: bool = False) -> None:
+        pref = getattr(order.parent, "ref", order.ref)
+        if cancel or order.ref != pref:
+            super()._bracketize(order, cancel=cancel)
+            return
+        children = self._pchildren[pref]
+        children.popleft()  # the parent itself
+        for child in children:
+            child.activate()
+
+    def next(self) -> None:
+        """Process one bar; skip the interest and futures passes when nothing needs them."""
+        if self._userhist or not self._plain_instruments():
+            super().next()
+            return
+        while self._toactivate:
+            self._toactivate.popleft().activate()
+        if self.p.checksubmit:
+            self.check_submitted()
+        pending = self.pending
+        if pending:
+            # One pass over the orders queued before this bar; orders that stay alive go to
+            # the back. The marker (not a count) keeps the pass right when OCO cancels
+            # remove orders from the queue mid-pass.
+            pending.append(None)
+            while (order := pending.popleft()) is not None:
+                if order.expire():
+                    self.notify(order)
+                    self._ococheck(order)
+                    self._bracketize(order, cancel=True)
+                elif not order.active():
+                    pending.append(order)
+                else:
+                    self._try_exec(order)
+                    if order.alive():
+                        pending.append(order)
+                    elif order.status == bt.Order.Completed:
+                        self._bracketize(order)
+        self._get_value()
+
+    def _plain_instruments(self) -> bool:
+        """True when every instrument is stock-like and charges no interest (no per-bar cash moves)."""
+        cached = getattr(self, "_plain_cache", None)
+        if cached is None or cached[0] != len(self.comminfo):
+            plain = all(ci.stocklike and not ci.p.interest for ci in self.comminfo.values())
+            self._plain_cache = cached = (len(self.comminfo), plain)
+        return cached[1]
+
+    def modify(self, order: bt.Order, *, price: float) -> bool:
+        """Move the trigger (stop) or limit price of a pending order in place.
+
+        This is an exchange "amend": the order keeps its ref, its OCO/bracket links and its
+        place in the queue. Return False when the order is no longer pending.
+        """
+        if not order.alive() or order not in self.pending:
+            return False
+        order.created.price = price
+        order.price = price
+        return True
+
+
+def configure_broker(
+    broker: bt.brokers.BackBroker,
+    *,
+    cash: float,
+    commission_rate: float,
+    slippage_model: str,
+    base_slippage: float,
+) -> None:
+    """Apply cash, percentage commission and slippage the way docs/backtesting.md states."""
+    broker.setcash(cash)
+    broker.setcommission(commission=commission_rate)
+    if base_slippage > 0:
+        # slip_match: a slipped price never leaves the bar's range; limits fill at their price.
+        kwargs = dict(slip_open=True, slip_limit=False, slip_match=True, slip_out=False)
+        if slippage_model == "fixed":
+            broker.set_slippage_fixed(base_slippage, **kwargs)
+        else:
+            broker.set_slippage_perc(base_slippage, **kwargs)

@@ -1,0 +1,388 @@
+"""Bot configuration: pydantic models for the YAML file, loading and error reporting.
+
+`load_config(path)` reads YAML, interpolates ``${VAR}`` / ``${VAR:-default}`` from the
+environment, validates the whole tree (structure, then every mixin and its parameters
+against the registry) and raises one `ConfigError` listing every problem with its file,
+line, key path and, for misspelt names, the closest valid one.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from trading.data.timeframes import parse_timeframe
+from trading.exceptions import ConfigError
+from trading.suggest import did_you_mean
+
+
+class StrictModel(BaseModel):
+    """A frozen model that rejects unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BotSection(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="Bot name, used in reports and the run database.")
+    symbols: list[str] = Field(min_length=1, description="Symbols this bot trades, one feed each.")
+    timeframe: str = Field("1h", description="Bar size: 1m, 5m, 15m, 1h, 4h, 1d, ...")
+
+    @field_validator("timeframe")
+    @classmethod
+    def _check_timeframe(cls, v: str) -> str:
+        parse_timeframe(v)
+        return v.lower()
+
+    @field_validator("symbols")
+    @classmethod
+    def _unique_symbols(cls, v: list[str]) -> list[str]:
+        dupes = sorted({s for s in v if v.count(s) > 1})
+        if dupes:
+            raise ValueError(f"duplicate symbols: {', '.join(dupes)}")
+        return v
+
+
+class DataSection(StrictModel):
+    source: Literal["synthetic", "csv"] = Field("synthetic", description="Where bars come from.")
+    path: str | None = Field(None, description="CSV file (csv source, single symbol).")
+    paths: dict[str, str] | None = Field(None, description="CSV file per symbol (csv source).")
+    tz: str = Field("UTC", description="Time zone of naive timestamps in CSV files.")
+    bars: int = Field(5000, ge=50, description="Number of synthetic bars per symbol.")
+    seed: int = Field(42, description="Seed of the synthetic generator.")
+    start: str | None = Field(None, description="First bar to use (inclusive, ISO date).")
+    end: str | None = Field(None, description="Last bar to use (inclusive, ISO date).")
+
+    @model_validator(mode="after")
+    def _csv_needs_path(self) -> DataSection:
+        if self.source == "csv" and not (self.path or self.paths):
+            raise ValueError("source 'csv' needs 'path' (one symbol) or 'paths' (symbol: file)")
+        if self.path and self.paths:
+            raise ValueError("give either 'path' or 'paths', not both")
+        return self
+
+
+class MixinSpec(StrictModel):
+    name: str = Field(description="Registered mixin name or 'package.module:ClassName'.")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class SizingConfig(StrictModel):
+    method: Literal["fixed", "percent_equity", "risk_per_trade"]
+    quantity: float | None = Field(None, gt=0, description="Units per trade (fixed).")
+    percent: float | None = Field(None, gt=0, le=1, description="Fraction of equity per trade (percent_equity).")
+    risk: float | None = Field(None, gt=0, le=1, description="Fraction of equity lost at the stop (risk_per_trade).")
+    max_percent: float = Field(1.0, gt=0, le=10, description="Cap on notional as a fraction of equity.")
+    lot_size: float | None = Field(None, gt=0, description="Round quantities down to a multiple of this.")
+
+    @model_validator(mode="after")
+    def _needs_its_value(self) -> SizingConfig:
+        need = {"fixed": "quantity", "percent_equity": "percent", "risk_per_trade": "risk"}[self.method]
+        if getattr(self, need) is None:
+            raise ValueError(f"sizing method '{self.method}' needs '{need}'")
+        return self
+
+
+class StrategySection(StrictModel):
+    name: str = Field(description="Strategy name (free text).")
+    direction: Literal["long", "short", "both"] = "long"
+    entry_logic: Literal["any", "all"] = "any"
+    entry_mixins: list[MixinSpec] = Field(min_length=1)
+    exit_mixins: list[MixinSpec] = Field(min_length=1)
+    position_size: float | None = Field(
+        None, gt=0, le=1, description="Shorthand for sizing: {method: percent_equity, percent: X}."
+    )
+    sizing: SizingConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_sizing(self) -> StrategySection:
+        if self.position_size is not None and self.sizing is not None:
+            raise ValueError("give either 'position_size' or 'sizing', not both")
+        return self
+
+    def resolved_sizing(self) -> SizingConfig:
+        """Return the sizing rule, defaulting to 10 % of equity."""
+        if self.sizing is not None:
+            return self.sizing
+        return SizingConfig(method="percent_equity", percent=self.position_size or 0.1)
+
+
+class PaperTradingConfig(StrictModel):
+    mode: Literal["basic", "realistic", "advanced"] = "realistic"
+    slippage_model: Literal["percent", "fixed", "linear", "sqrt"] = Field(
+        "percent",
+        description="percent: base_slippage is a fraction of price; fixed: a price amount. "
+        "linear/sqrt add size-dependent market impact (trading core); without it they equal percent.",
+    )
+    base_slippage: float = Field(0.0, ge=0, description="Slippage per fill (see slippage_model).")
+
+
+class BrokerSection(StrictModel):
+    type: str = "paper"
+    trading_mode: Literal["paper", "live"] = "paper"
+    cash: float = Field(10_000.0, gt=0)
+    commission_rate: float = Field(0.001, ge=0, lt=0.1, description="Fraction of notional per fill.")
+    paper_trading_config: PaperTradingConfig = Field(default_factory=PaperTradingConfig)
+
+
+class RiskSection(StrictModel):
+    max_position_size: float | None = Field(
+        None, gt=0, le=10, description="Cap on one position's notional as a fraction of equity."
+    )
+    stop_loss_required: bool = Field(False, description="Refuse entries for which no exit mixin sets a stop.")
+    risk_per_trade: float | None = Field(
+        None, gt=0, le=1, description="Cap on the loss at the stop as a fraction of equity."
+    )
+
+
+class DatabaseSection(StrictModel):
+    enabled: bool = True
+    url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///atf.db (or ATF_DATABASE_URL).")
+
+
+class AnalyticsSection(StrictModel):
+    periods_per_year: int | None = Field(
+        None, gt=0, description="Annualisation of daily returns; default 365 for 24/7 data, else 252."
+    )
+
+
+class BotConfig(StrictModel):
+    bot: BotSection
+    data: DataSection = Field(default_factory=DataSection)
+    strategy: StrategySection
+    broker: BrokerSection = Field(default_factory=BrokerSection)
+    risk_management: RiskSection = Field(default_factory=RiskSection)
+    database: DatabaseSection = Field(default_factory=DatabaseSection)
+    analytics: AnalyticsSection = Field(default_factory=AnalyticsSection)
+
+    def redacted(self) -> dict[str, Any]:
+        """Return the resolved config as plain data with secrets replaced by '***'."""
+        return redact(self.model_dump(mode="json"))
+
+
+# --------------------------------------------------------------------------- loading
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|api_key|apikey|private_key)", re.I)
+
+
+def redact(obj: Any) -> Any:
+    """Replace the values of secret-looking keys, and passwords inside URLs, with '***'."""
+    if isinstance(obj, Mapping):
+        return {k: ("***" if _SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    if isinstance(obj, str):
+        return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", obj)
+    return obj
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> BotConfig:
+    """Load, interpolate and validate a bot YAML file; raise ConfigError listing every problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(str(p), [f"file not found: {p}"])
+    return parse_config(p.read_text(encoding="utf-8"), source=str(p), env=env)
+
+
+def parse_config(text: str, *, source: str = "<string>", env: Mapping[str, str] | None = None) -> BotConfig:
+    """Validate YAML text; see load_config."""
+    env = os.environ if env is None else env
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(source, [f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(source, ["the file must contain a mapping with at least 'bot' and 'strategy'"])
+    lines = _line_index(node)
+    errors: list[str] = []
+    raw = _interpolate(raw, (), env, errors, lines)
+
+    cfg: BotConfig | None = None
+    try:
+        cfg = BotConfig.model_validate(raw)
+    except ValidationError as exc:
+        errors.extend(_format_pydantic(exc, (), lines, BotConfig))
+    errors.extend(_check_mixins(raw, lines))
+    if errors:
+        raise ConfigError(source, errors)
+    assert cfg is not None
+    return cfg
+
+
+def _line_index(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
+    """Map every key path of the YAML tree to its 1-based line."""
+    out: dict[tuple[Any, ...], int] = {}
+
+    def walk(n: yaml.Node, path: tuple[Any, ...]) -> None:
+        out[path] = n.start_mark.line + 1
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = k.value
+                out[path + (key,)] = k.start_mark.line + 1
+                walk(v, path + (key,))
+                out[path + (key,)] = k.start_mark.line + 1
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                walk(v, path + (i,))
+
+    if node is not None:
+        walk(node, ())
+    return out
+
+
+def _interpolate(
+    obj: Any, path: tuple[Any, ...], env: Mapping[str, str], errors: list[str], lines: dict
+) -> Any:
+    if isinstance(obj, dict):
+        return {k: _interpolate(v, path + (k,), env, errors, lines) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_interpolate(v, path + (i,), env, errors, lines) for i, v in enumerate(obj)]
+    if not isinstance(obj, str) or "${" not in obj:
+        return obj
+
+    def sub(m: re.Match[str]) -> str:
+        name, default = m.group(1), m.group(2)
+        if name in env:
+            return env[name]
+        if default is not None:
+            return default
+        errors.append(f"{_where(path, lines)}environment variable {name} is not set")
+        return ""
+
+    value = _ENV.sub(sub, obj)
+    # A whole-value reference keeps YAML typing: "${CASH}" with CASH=5000 becomes 5000.0.
+    if _ENV.fullmatch(obj) and value != "":
+        try:
+            return yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+    return value
+
+
+def format_path(path: tuple[Any, ...]) -> str:
+    """Render ('strategy', 'exit_mixins', 0, 'parameters') as strategy.exit_mixins[0].parameters."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "<root>"
+
+
+def _where(path: tuple[Any, ...], lines: dict) -> str:
+    line = None
+    for i in range(len(path), -1, -1):
+        line = lines.get(tuple(path[:i]))
+        if line is not None:
+            break
+    return f"line {line}: {format_path(path)}: " if line else f"{format_path(path)}: "
+
+
+def _format_pydantic(
+    exc: ValidationError, prefix: tuple[Any, ...], lines: dict, model: type[BaseModel] | None
+) -> list[str]:
+    out: list[str] = []
+    for err in exc.errors():
+        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        typ = err["type"]
+        if typ == "extra_forbidden":
+            key = loc[-1]
+            valid = _fields_at(model, loc[len(prefix):-1]) if model else []
+            hint = did_you_mean(str(key), valid)
+            msg = f"unknown key '{key}'" + (f"; did you mean '{hint}'?" if hint else "")
+            if valid and not hint:
+                msg += f" (valid keys: {', '.join(valid)})"
+        elif typ == "literal_error":
+            expected = str(err.get("ctx", {}).get("expected", ""))
+            options = re.findall(r"'([^']*)'", expected)
+            hint = did_you_mean(str(err.get("input")), options)
+            msg = f"{err['input']!r} is not allowed; use one of {expected}" + (
+                f" (did you mean '{hint}'?)" if hint else ""
+            )
+        elif typ == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"]
+            if typ.startswith(("value_error", "assertion_error")):
+                msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+            elif "input" in err and not isinstance(err["input"], (dict, list)):
+                msg = f"{msg} (got {err['input']!r})"
+        out.append(_where(loc, lines) + msg)
+    return out
+
+
+def _fields_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]:
+    """Return the field names of the model found by following loc from `model`."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return []
+        current = _model_in(field.annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return []
+
+
+def _model_in(annotation: Any) -> Any:
+    """Find a BaseModel class inside an annotation like `list[X]` or `X | None`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _check_mixins(raw: dict[str, Any], lines: dict) -> list[str]:
+    """Validate mixin names and parameters against the registry (works on the raw tree)."""
+    from strategy.registry import MixinLookupError, resolve_mixin
+
+    errors: list[str] = []
+    strategy = raw.get("strategy")
+    if not isinstance(strategy, dict):
+        return errors
+    for kind, key in (("entry", "entry_mixins"), ("exit", "exit_mixins")):
+        specs = strategy.get(key)
+        if not isinstance(specs, list):
+            continue
+        for i, spec in enumerate(specs):
+            path = ("strategy", key, i)
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                continue  # structural error already reported by pydantic
+            try:
+                cls = resolve_mixin(spec["name"], kind)
+            except MixinLookupError as exc:
+                errors.append(_where(path + ("name",), lines) + str(exc))
+                continue
+            params = spec.get("parameters") or {}
+            if not isinstance(params, dict):
+                continue
+            try:
+                cls.Params.model_validate(params)
+            except ValidationError as exc:
+                errors.extend(_format_pydantic(exc, path + ("parameters",), lines, cls.Params))
+    return errors
+
+
+def json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of the bot YAML (mixin parameters are open objects)."""
+    schema = BotConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "atf bot configuration"
+    return schema

@@ -1,0 +1,184 @@
+"""The backtest engine: bars + BotConfig -> one backtrader Cerebro -> BacktestResult."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+from strategy.base import BaseStrategy, StrategySpec
+from trading.brokers.sim import SimBroker, configure_broker
+from trading.config import BotConfig
+from trading.data.feed import NumpyFeed
+from trading.exceptions import ConfigError, DataValidationError
+from trading.results import BacktestResult, trades_frame
+
+Progress = Callable[[int, int], None]
+
+
+def load_bars(
+    cfg: BotConfig,
+    *,
+    data_file: str | Path | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> dict[str, pd.DataFrame]:
+    """Return the canonical OHLCV frame of every symbol, cut to [start, end].
+
+    `data_file` (the CLI's --data) overrides the config for a single-symbol bot. CSV data
+    finer than the bot's timeframe is resampled; coarser data is an error.
+    """
+    from trading.data import generate_ohlcv, load_csv, resample_ohlcv
+    from trading.data.timeframes import timeframe_seconds
+
+    symbols = cfg.bot.symbols
+    frames: dict[str, pd.DataFrame] = {}
+    paths: Mapping[str, str] | None = None
+    if data_file is not None:
+        if len(symbols) != 1:
+            raise ConfigError("--data", [f"--data gives one file but the bot trades {len(symbols)} symbols"])
+        paths = {symbols[0]: str(data_file)}
+    elif cfg.data.source == "csv":
+        paths = cfg.data.paths or {symbols[0]: cfg.data.path}  # type: ignore[dict-item]
+        missing = [s for s in symbols if s not in paths]
+        if missing:
+            raise ConfigError("data.paths", [f"no CSV file given for symbol(s): {', '.join(missing)}"])
+
+    for sym in symbols:
+        if paths is not None:
+            df = load_csv(paths[sym], tz=cfg.data.tz)
+            df = _to_timeframe(df, cfg.bot.timeframe, paths[sym], timeframe_seconds, resample_ohlcv)
+        else:
+            df = generate_ohlcv(
+                cfg.data.bars,
+                seed=cfg.data.seed,
+                timeframe=cfg.bot.timeframe,
+                start=cfg.data.start or "2020-01-01",
+                symbol=sym,
+            )
+        df = _cut(df, start or (cfg.data.start if paths is not None else None), end or cfg.data.end)
+        if len(df) < 2:
+            raise DataValidationError(sym, [f"fewer than 2 bars between {start} and {end}"])
+        frames[sym] = df
+    return frames
+
+
+def _to_timeframe(df, timeframe, source, timeframe_seconds, resample_ohlcv) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    if len(df) < 2:
+        return df
+    spacing = pd.Series(df.index).diff().dropna().dt.total_seconds()
+    step = float(spacing.mode().iloc[0])
+    want = timeframe_seconds(timeframe)
+    if step == want or (want >= 86_400 and step >= 86_400 and step <= want):
+        return df
+    if step > want:
+        raise DataValidationError(
+            str(source), [f"bars are {int(step)} s apart, coarser than the bot timeframe {timeframe}"]
+        )
+    return resample_ohlcv(df, timeframe)
+
+
+def _cut(df: pd.DataFrame, start: str | None, end: str | None) -> pd.DataFrame:
+    if start:
+        df = df[df.index >= _ts(start)]
+    if end:
+        e = _ts(end)
+        # A bare date means the whole day.
+        if len(end) <= 10:
+            e = e + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+        df = df[df.index <= e]
+    return df
+
+
+def _ts(value: str) -> pd.Timestamp:
+    t = pd.Timestamp(value)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+
+
+def run_backtest(
+    cfg: BotConfig,
+    frames: Mapping[str, pd.DataFrame] | None = None,
+    *,
+    progress: Progress | None = None,
+) -> BacktestResult:
+    """Run the bot over historical bars and return trades, equity and metrics."""
+    from trading.analytics.metrics import compute_metrics
+
+    frames = dict(frames) if frames is not None else load_bars(cfg)
+    cerebro, strat_cls = build_cerebro(cfg, frames, progress=progress)
+    strat: BaseStrategy = cerebro.run()[0]
+
+    times = _nums_to_times(strat.equity_times)
+    equity = pd.Series(strat.equity_values, index=times, name="equity", dtype="float64")
+    final_value = float(cerebro.broker.getvalue()) + strat.end_adjustment
+    if len(equity):
+        equity.iloc[-1] = final_value
+    trades = sorted(strat.trade_records, key=lambda t: (t.exit_time, t.symbol, t.trade_id))
+    for n, t in enumerate(trades, start=1):
+        t.trade_id = n
+    metrics = compute_metrics(
+        trades_frame(trades), equity, cfg.broker.cash, periods_per_year=cfg.analytics.periods_per_year
+    )
+    first = min(df.index[0] for df in frames.values())
+    last = max(df.index[-1] for df in frames.values())
+    return BacktestResult(
+        name=cfg.bot.name,
+        symbols=list(frames),
+        timeframe=cfg.bot.timeframe,
+        start=first.to_pydatetime(),
+        end=last.to_pydatetime(),
+        initial_cash=cfg.broker.cash,
+        final_value=final_value,
+        trades=trades,
+        equity=equity,
+        metrics=metrics,
+        config=cfg.redacted(),
+        bars=int(sum(len(df) for df in frames.values())),
+        prices=frames,
+        diagnostics={
+            "refusals": dict(sorted(strat.refusals.items())),
+            "decisions": len(strat.decisions),
+            "run_at": datetime.now(timezone.utc).isoformat(),
+        },
+    )
+
+
+def _nums_to_times(nums: list[float]) -> pd.DatetimeIndex:
+    """Convert backtrader day numbers to a UTC DatetimeIndex (millisecond precision)."""
+    ms = np.round((np.asarray(nums, dtype=np.float64) - 719163.0) * 86_400_000).astype("int64")
+    return pd.DatetimeIndex(ms.astype("datetime64[ms]")).tz_localize("UTC")
+
+
+def build_cerebro(
+    cfg: BotConfig,
+    frames: Mapping[str, pd.DataFrame],
+    *,
+    progress: Progress | None = None,
+    strategy_cls: type[BaseStrategy] = BaseStrategy,
+) -> tuple[bt.Cerebro, type[BaseStrategy]]:
+    """Assemble feeds, the SimBroker and the composed strategy into a Cerebro."""
+    cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=True)
+    broker = SimBroker()
+    ptc = cfg.broker.paper_trading_config
+    configure_broker(
+        broker,
+        cash=cfg.broker.cash,
+        commission_rate=cfg.broker.commission_rate,
+        slippage_model=ptc.slippage_model,
+        base_slippage=ptc.base_slippage,
+    )
+    cerebro.broker = broker
+    for sym, df in frames.items():
+        cerebro.adddata(NumpyFeed(frame=df), name=sym)
+    cerebro.addstrategy(
+        strategy_cls,
+        spec=StrategySpec.from_config(cfg),
+        progress=progress,
+        slippage=(ptc.slippage_model, ptc.base_slippage),
+        commission_rate=cfg.broker.commission_rate,
+    )
+    return cerebro, strategy_cls
