@@ -79,6 +79,7 @@ class _Book:
         self.clock = data.lines.datetime  # its lencount is len(data), read without overhead
         self.symbol: str = data._name or f"data{id(data)}"
         self.entries = [c(p) for c, p in spec.entries]
+        self.logic = spec.entry_logic
         self.exits = [c(p) for c, p in spec.exits]
         self.prepared = 0  # number of bars the mixins' indicators cover
         self.total = 0  # bars known to exist (preloaded) or 0 when streaming
@@ -109,9 +110,19 @@ class _Book:
         for m in (*self.entries, *self.exits):
             m.prepare(bars)
         self.warmup = max((m.warmup() for m in (*self.entries, *self.exits)), default=0)
+        self.candidates = {side: self._candidates(side, n) for side in Side}
         self.high, self.low, self.close = bars.high.tolist(), bars.low.tolist(), bars.close.tolist()
         self.times = times
         self.prepared = n
+
+    def _candidates(self, side: Side, n: int) -> list[bool] | None:
+        """Bars where the entry rule can fire at all (before cooldown), or None if unknown."""
+        arrays = [m.signal_array(side) for m in self.entries]
+        if any(a is None for a in arrays):
+            return None
+        stacked = np.asarray(arrays, dtype=bool).reshape(len(arrays), n)
+        combined = stacked.any(axis=0) if self.logic == "any" else stacked.all(axis=0)
+        return combined.tolist()
 
 
 class BaseStrategy(bt.Strategy):
@@ -130,8 +141,10 @@ class BaseStrategy(bt.Strategy):
         if spec is None:
             raise ValueError("BaseStrategy needs spec=StrategySpec")
         self.spec = spec
+        self._sides = spec.sides
         self.books = [_Book(d, spec) for d in self.datas]
         self._book_of = {id(b.data): b for b in self.books}
+        self._clock = self.datas[0].lines.datetime
         self.trade_records: list[TradeRecord] = []
         self.decisions: list[tuple[str, int, str, str]] = []  # (symbol, bar, kind, detail)
         self.refusals: dict[str, int] = {}
@@ -142,6 +155,7 @@ class BaseStrategy(bt.Strategy):
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
+        self._can_amend = hasattr(self.broker, "modify")
         for book in self.books:
             book.total = book.data.buflen() if len(book.data.lines.close.array) else 0
             if book.total:
@@ -156,7 +170,8 @@ class BaseStrategy(bt.Strategy):
                 book.prepare(i + 1)  # streaming: recompute over the bars seen so far
             self._step(book, i)
         self.equity_values.append(self.broker.getvalue())
-        self.equity_times.append(self.datas[0].datetime[0])
+        clock = self._clock
+        self.equity_times.append(clock.array[clock.idx])
         if self._progress is not None:
             n = len(self)
             if n % self.p.progress_every == 0:
@@ -196,7 +211,10 @@ class BaseStrategy(bt.Strategy):
         if i < book.warmup or (book.total and i >= book.total - 1):
             return  # indicators not ready, or no next bar to fill on
         chosen: tuple[Side, str] | None = None
-        for side in self.spec.sides:
+        for side in self._sides:
+            cand = book.candidates[side]
+            if cand is not None and not cand[i]:
+                continue
             fired = [m.name for m in book.entries if m.should_enter(i, side, i - book.last_exit)]
             if not fired:
                 continue
@@ -270,7 +288,7 @@ class BaseStrategy(bt.Strategy):
         same_legs = (plan.stop is None) == (book.stop_order is None) and (plan.take_profit is None) == (
             book.tp_order is None
         )
-        amended = same_legs and hasattr(broker, "modify")
+        amended = same_legs and self._can_amend
         if amended:
             # Amend in place (no new orders, links kept) when the broker supports it.
             for order, price in ((book.stop_order, plan.stop), (book.tp_order, plan.take_profit)):

@@ -203,14 +203,16 @@ def parse_config(text: str, *, source: str = "<string>", env: Mapping[str, str] 
     if not isinstance(raw, dict):
         raise ConfigError(source, ["the file must contain a mapping with at least 'bot' and 'strategy'"])
     lines = _line_index(node)
-    errors: list[str] = []
-    raw = _interpolate(raw, (), env, errors, lines)
+    unset: dict[tuple[Any, ...], str] = {}
+    raw = _interpolate(raw, (), env, unset)
+    errors = [f"{_where(path, lines)}environment variable {name} is not set" for path, name in unset.items()]
 
     cfg: BotConfig | None = None
     try:
         cfg = BotConfig.model_validate(raw)
     except ValidationError as exc:
-        errors.extend(_format_pydantic(exc, (), lines, BotConfig))
+        # A value left empty by an unset variable is already reported once.
+        errors.extend(_format_pydantic(exc, (), lines, BotConfig, skip=set(unset)))
     errors.extend(_check_mixins(raw, lines))
     if errors:
         raise ConfigError(source, errors)
@@ -239,13 +241,12 @@ def _line_index(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
     return out
 
 
-def _interpolate(
-    obj: Any, path: tuple[Any, ...], env: Mapping[str, str], errors: list[str], lines: dict
-) -> Any:
+def _interpolate(obj: Any, path: tuple[Any, ...], env: Mapping[str, str], unset: dict) -> Any:
+    """Replace ${VAR} and ${VAR:-default}; record unset variables by key path."""
     if isinstance(obj, dict):
-        return {k: _interpolate(v, path + (k,), env, errors, lines) for k, v in obj.items()}
+        return {k: _interpolate(v, path + (k,), env, unset) for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_interpolate(v, path + (i,), env, errors, lines) for i, v in enumerate(obj)]
+        return [_interpolate(v, path + (i,), env, unset) for i, v in enumerate(obj)]
     if not isinstance(obj, str) or "${" not in obj:
         return obj
 
@@ -255,7 +256,7 @@ def _interpolate(
             return env[name]
         if default is not None:
             return default
-        errors.append(f"{_where(path, lines)}environment variable {name} is not set")
+        unset[path] = name
         return ""
 
     value = _ENV.sub(sub, obj)
@@ -289,11 +290,17 @@ def _where(path: tuple[Any, ...], lines: dict) -> str:
 
 
 def _format_pydantic(
-    exc: ValidationError, prefix: tuple[Any, ...], lines: dict, model: type[BaseModel] | None
+    exc: ValidationError,
+    prefix: tuple[Any, ...],
+    lines: dict,
+    model: type[BaseModel] | None,
+    skip: set[tuple[Any, ...]] | None = None,
 ) -> list[str]:
     out: list[str] = []
     for err in exc.errors():
         loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if skip and loc in skip:
+            continue
         typ = err["type"]
         if typ == "extra_forbidden":
             key = loc[-1]

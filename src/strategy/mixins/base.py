@@ -139,6 +139,15 @@ class EntryMixin(_Mixin):
         """Return True when the rule fires for `side` at bar i."""
         raise NotImplementedError
 
+    def signal_array(self, side: Side) -> list[bool] | None:
+        """Return the rule evaluated for every prepared bar, or None if it is path-dependent.
+
+        Optional: a mixin whose rule is a pure function of past bars can return it here
+        (computed vectorised in `prepare`) and BaseStrategy skips bars where it is False
+        without calling `should_enter`. It must equal `signal(i, side)` for every i.
+        """
+        return None
+
 
 class ExitMixin(_Mixin):
     """Manages an open position: protective levels and discretionary exits."""
@@ -157,6 +166,8 @@ class ExitMixin(_Mixin):
 
 def combine(plans: list[ExitPlan], side: Side) -> ExitPlan:
     """Merge exit plans: the most protective stop, the nearest target, the first market exit."""
+    if len(plans) == 1:
+        return plans[0]
     out = ExitPlan()
     sign = side.sign
     for plan in plans:

@@ -51,6 +51,7 @@ _LISTED = 20
 # as seconds, which no market data needs.
 _EPOCH_BANDS: tuple[tuple[float, int], ...] = ((1e11, 10**9), (1e14, 10**6), (1e17, 10**3))
 _INT64_NS_LIMIT = 9.2e18
+_NAT = np.iinfo(np.int64).min
 # An explicit offset ends the string: Z, +01, +0100 or +01:00 after a time of day.
 _OFFSET_RE = r"\d:\d\d(?::\d\d(?:\.\d+)?)?\s*(?:Z|z|[+-]\d\d(?::?\d\d)?)$"
 
@@ -89,7 +90,8 @@ def _unrecognised(source: str, fields: list[str], why: str) -> DataValidationErr
             "datetime,open,high,low,close,volume)"
         )
     return DataValidationError(
-        source, [f"unrecognised header {fields!r}: {why}{hint}. Accepted formats: {ACCEPTED_FORMATS}"]
+        source,
+        [f"unrecognised header {fields!r}: {why}{hint}. Accepted formats: {ACCEPTED_FORMATS}"],
     )
 
 
@@ -194,21 +196,30 @@ def _iso_to_ns(text: pd.Series, tz: str) -> _Times:
     none = np.zeros(len(text), dtype=bool)
     try:
         idx = pd.DatetimeIndex(pd.to_datetime(text, format="ISO8601", errors="coerce"))
+    except ValueError:
+        # Mixed offsets (e.g. +01:00 and +02:00 across DST) or a mix of naive and offset
+        # strings: parse the two kinds separately.
+        has_offset = np.asarray(text.str.contains(_OFFSET_RE, regex=True, na=False), dtype=bool)
+        aware = pd.DatetimeIndex(
+            pd.to_datetime(text[has_offset], format="ISO8601", errors="coerce", utc=True)
+        )
+        naive = pd.DatetimeIndex(
+            pd.to_datetime(text[~has_offset], format="ISO8601", errors="coerce")
+        )
+        wall, nonexistent_naive, ambiguous_naive = _localize(naive, tz)
+        ns = np.empty(len(text), dtype=np.int64)
+        ns[has_offset] = aware.as_unit("ns").asi8
+        ns[~has_offset] = wall.as_unit("ns").asi8
+        nonexistent, ambiguous = none.copy(), none.copy()
+        nonexistent[~has_offset] = nonexistent_naive
+        ambiguous[~has_offset] = ambiguous_naive
+    else:
         if idx.tz is None:
             idx, nonexistent, ambiguous = _localize(idx, tz)
         else:
             idx, nonexistent, ambiguous = idx.tz_convert("UTC"), none, none
-    except ValueError:
-        # Mixed offsets (e.g. +01:00 and +02:00 across DST) or a mix of naive and offset
-        # strings: parse all as UTC, then re-interpret the naive ones in `tz`.
-        idx = pd.DatetimeIndex(pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True))
-        has_offset = np.asarray(text.str.contains(_OFFSET_RE, regex=True, na=False), dtype=bool)
-        wall, nonexistent, ambiguous = _localize(idx.tz_localize(None), tz)
-        idx = pd.DatetimeIndex(np.where(has_offset, idx, wall)).tz_convert("UTC")
-        nonexistent = nonexistent & ~has_offset
-        ambiguous = ambiguous & ~has_offset
-    ns = idx.as_unit("ns").asi8.copy()
-    unparseable = np.asarray(idx.isna()) & ~nonexistent & ~ambiguous
+        ns = idx.as_unit("ns").asi8.copy()
+    unparseable = (ns == _NAT) & ~nonexistent & ~ambiguous
     return _Times(ns, unparseable, nonexistent, ambiguous)
 
 
@@ -373,13 +384,17 @@ def load_csv(
     )
     problems.add_mask(
         times.nonexistent,
-        lambda p: f"{cell(p)} does not exist in {tz} (clocks jump forward there); "
-        f"is the file really in {tz} local time?",
+        lambda p: (
+            f"{cell(p)} does not exist in {tz} (clocks jump forward there); "
+            f"is the file really in {tz} local time?"
+        ),
     )
     problems.add_mask(
         times.ambiguous,
-        lambda p: f"{cell(p)} occurs twice in {tz} (clocks fall back) and the row order "
-        "does not tell which is meant; store such data in UTC or with an offset",
+        lambda p: (
+            f"{cell(p)} occurs twice in {tz} (clocks fall back) and the row order "
+            "does not tell which is meant; store such data in UTC or with an offset"
+        ),
     )
 
     values: dict[str, np.ndarray] = {}
@@ -389,8 +404,9 @@ def load_csv(
         unparseable[name] = bad
         problems.add_mask(
             bad,
-            lambda p, col=col: f"{where(p)}: {layout.names[col]} {str(raw[col].iloc[p])!r} "
-            "is not a number",
+            lambda p, col=col: (
+                f"{where(p)}: {layout.names[col]} {str(raw[col].iloc[p])!r} is not a number"
+            ),
         )
     if "volume" not in values:
         values["volume"] = np.zeros(len(raw), dtype=np.float64)
@@ -402,7 +418,8 @@ def load_csv(
         # A missing or non-positive Adj Close would turn every adjusted price into NaN or
         # 0; name the real culprit instead of five derived columns.
         problems.add_mask(
-            np.isnan(adj) & ~unparseable["adj_close"], lambda p: f"{where(p)}: {adj_name} is missing"
+            np.isnan(adj) & ~unparseable["adj_close"],
+            lambda p: f"{where(p)}: {adj_name} is missing",
         )
         problems.add_mask(adj <= 0, lambda p: f"{where(p)}: {adj_name} {float(adj[p])!r} <= 0")
 

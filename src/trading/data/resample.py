@@ -123,11 +123,11 @@ def resample_ohlcv(
 
     if drop_incomplete:
         last_end = int(eff[-1]) + source_ns
-        if source_ns == _DAY_NS and not _has_weekend_bars(ns):
+        # 1970-01-01 was a Thursday (weekday 3 counting from Monday = 0).
+        last_is_friday = (int(eff[-1]) // _DAY_NS + 3) % 7 == 4
+        if source_ns == _DAY_NS and last_is_friday and not _has_weekend_bars(ns):
             # A Mon-Fri calendar: a Friday bar completes the week, the weekend never comes.
-            # 1970-01-01 was a Thursday (weekday 3 counting from Monday = 0).
-            if (int(eff[-1]) // _DAY_NS + 3) % 7 == 4:
-                last_end += 2 * _DAY_NS
+            last_end += 2 * _DAY_NS
         if last_end < int(labels_ns[-1]) + target_ns:
             out = {k: v[:-1] for k, v in out.items()}
             labels_ns = labels_ns[:-1]

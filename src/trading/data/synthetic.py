@@ -131,6 +131,27 @@ def generate_ohlcv(
     bars open with a gap of several ATRs, and volume follows |return| with spikes. The
     first bar opens near `start_price`; bars are contiguous, 24/7.
     """
+    df, _ = _generate(
+        bars,
+        seed=seed,
+        timeframe=timeframe,
+        start=start,
+        start_price=start_price,
+        symbol=symbol,
+    )
+    return df
+
+
+def _generate(
+    bars: int,
+    *,
+    seed: int,
+    timeframe: str,
+    start: str,
+    start_price: float,
+    symbol: str | None,
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Generate the frame and the per-bar regime labels (UP, DOWN, MEAN_REVERTING)."""
     if not isinstance(bars, (int, np.integer)) or isinstance(bars, bool) or bars < 0:
         raise ValueError(f"bars must be a non-negative integer, got {bars!r}")
     if not math.isfinite(start_price) or start_price <= 0:
@@ -142,7 +163,8 @@ def generate_ohlcv(
     first = first.tz_localize("UTC") if first.tz is None else first.tz_convert("UTC")
     index = pd.date_range(first, periods=bars, freq=step, name="datetime").as_unit("ns")
     if bars == 0:
-        return pd.DataFrame({c: np.empty(0) for c in OHLCV_COLUMNS}, index=index)
+        empty = pd.DataFrame({c: np.empty(0) for c in OHLCV_COLUMNS}, index=index)
+        return empty, np.empty(0, dtype=np.int64)
 
     rng = _rng(int(seed), symbol)
     n = int(bars)
@@ -152,9 +174,7 @@ def generate_ohlcv(
 
     # Volatility clustering: log-vol is a persistent AR(1) (a stochastic-volatility model).
     shock_sd = _VOL_OF_VOL * math.sqrt(1.0 - _VOL_PERSISTENCE**2)
-    log_vol = _linear_recurrence(
-        np.full(n, _VOL_PERSISTENCE), rng.normal(0.0, shock_sd, size=n)
-    )
+    log_vol = _linear_recurrence(np.full(n, _VOL_PERSISTENCE), rng.normal(0.0, shock_sd, size=n))
     vol = base_vol * np.exp(log_vol - _VOL_OF_VOL**2 / 2)  # mean multiplier ~1
 
     trending = regime != MEAN_REVERTING
@@ -175,9 +195,7 @@ def generate_ohlcv(
     level_step = np.where(trending, drift * base_vol + vol * eps, 0.25 * vol * eps_level) + gap
     anchor = 1.0 - math.log(2.0) / _ANCHOR_HALF_LIFE_BARS
     level = _linear_recurrence(np.full(n, anchor), level_step)
-    deviation = _linear_recurrence(
-        np.where(trending, 1.0, phi), np.where(trending, 0.0, vol * eps)
-    )
+    deviation = _linear_recurrence(np.where(trending, 1.0, phi), np.where(trending, 0.0, vol * eps))
     log_close = math.log(start_price) + level + deviation
 
     prev_close = np.concatenate([[math.log(start_price)], log_close[:-1]])
@@ -204,4 +222,4 @@ def generate_ohlcv(
         {"open": open_, "high": high, "low": low, "close": close, "volume": volume}, index=index
     )
     df.attrs["source"] = f"synthetic(seed={seed}, symbol={symbol}, timeframe={timeframe})"
-    return df
+    return df, regime

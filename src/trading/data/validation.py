@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -25,8 +26,7 @@ _UNIT_SECONDS: tuple[tuple[str, int], ...] = (
 )
 
 
-@dataclass(frozen=True)
-class Gap:
+class Gap(NamedTuple):
     """A stretch of missing bars: `start` is the last bar before it, `end` the first bar after."""
 
     start: pd.Timestamp
@@ -143,7 +143,9 @@ def _find_gaps(index: pd.DatetimeIndex, ns: np.ndarray, tf_ns: int) -> list[Gap]
         # (23 h or 25 h spacing) does not count as a gap.
         missing = np.rint(np.diff(ns) / tf_ns).astype(np.int64) - 1
     positions = np.flatnonzero(missing >= 1)
-    return [Gap(index[p], index[p + 1], int(missing[p])) for p in positions]
+    # Index whole arrays at once: per-gap index lookups cost ~10 us each.
+    starts, ends = index[positions], index[positions + 1]
+    return [Gap(a, b, m) for a, b, m in zip(starts, ends, missing[positions].tolist(), strict=True)]
 
 
 def _fmt(value: object) -> str:
@@ -190,11 +192,10 @@ def _line_numbers(df: pd.DataFrame) -> np.ndarray | None:
     if first is None:
         return None
     anchor = df.attrs.get("line_anchor")
-    if anchor is not None and len(df):
-        # The loader records (rows, first, last); a sliced or re-sorted frame no longer
-        # matches, and naming wrong lines would send the user to the wrong place.
-        if anchor != (len(df), df.index[0], df.index[-1]):
-            return None
+    # The loader records (rows, first, last); a sliced or re-sorted frame no longer
+    # matches, and naming wrong lines would send the user to the wrong place.
+    if anchor is not None and len(df) and anchor != (len(df), df.index[0], df.index[-1]):
+        return None
     return np.arange(len(df), dtype=np.int64) + int(first)
 
 
@@ -230,7 +231,8 @@ def _validate(
     missing_cols = [c for c in OHLCV_COLUMNS if c not in df.columns]
     if missing_cols:
         raise DataValidationError(source, [f"missing column(s): {', '.join(missing_cols)}"])
-    tf_ns = timeframe_seconds(timeframe) * _NS_PER_SECOND if timeframe is not None else None
+    if timeframe is not None:
+        timeframe_seconds(timeframe)  # reject a malformed timeframe before any work
     if lines is None:
         lines = _line_numbers(df)
 
@@ -282,11 +284,14 @@ def _validate(
 
     warnings: list[str] = []
     inferred = infer_timeframe(index)
-    if timeframe is not None and inferred is not None:
-        if timeframe_seconds(inferred) != tf_ns // _NS_PER_SECOND:  # type: ignore[operator]
-            warnings.append(
-                f"timeframe {timeframe} was given but the most common bar spacing is {inferred}"
-            )
+    if (
+        timeframe is not None
+        and inferred is not None
+        and timeframe_seconds(inferred) != timeframe_seconds(timeframe)
+    ):
+        warnings.append(
+            f"timeframe {timeframe} was given but the most common bar spacing is {inferred}"
+        )
     used_tf = timeframe if timeframe is not None else inferred
     gaps: list[Gap] = []
     if used_tf is not None:

@@ -1,4 +1,7 @@
-"""Persistence of atf: backtest runs and trades in SQLite or PostgreSQL (see docs/persistence.md)."""
+"""Persistence of atf: backtest runs and trades in SQLite or PostgreSQL.
+
+See docs/persistence.md.
+"""
 
 from __future__ import annotations
 

@@ -129,7 +129,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
 
 @contextmanager
 def read_connection(engine: Engine) -> Iterator[Connection]:
-    """Yield a connection whose SQLite transactions are DEFERRED, so reads never take the write lock."""
+    """Yield a connection whose SQLite transactions are DEFERRED (reads never take the lock)."""
     with engine.connect() as conn:
         conn.execution_options(**{SQLITE_BEGIN_OPTION: "DEFERRED"})
         yield conn

@@ -100,12 +100,16 @@ def save_backtest(
     with engine.begin() as conn:
         run_id = conn.execute(insert(_RUNS), run_row).inserted_primary_key[0]
         if trades:
-            rows = [_trade_row(t, run_id=run_id, bot=result.name, strategy=strategy) for t in trades]
+            rows = [
+                _trade_row(t, run_id=run_id, bot=result.name, strategy=strategy) for t in trades
+            ]
             conn.execute(insert(_TRADES), rows)
     return int(run_id)
 
 
-def list_runs(engine: Engine, *, limit: int | None = 20, name: str | None = None) -> list[RunSummary]:
+def list_runs(
+    engine: Engine, *, limit: int | None = 20, name: str | None = None
+) -> list[RunSummary]:
     """Return the newest runs first, optionally only those called `name` (`limit=None`: all)."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be positive or None, got {limit}")
@@ -216,7 +220,7 @@ def _trade_row(t: TradeRecord, *, run_id: int, bot: str, strategy: str | None) -
 
 
 def _strategy_name(result: BacktestResult) -> str | None:
-    """Find the strategy name in the resolved config (``strategy: name`` or ``{name|class: ..}``)."""
+    """Find the strategy name in the config: ``strategy: X`` or ``strategy: {name|class: X}``."""
     strategy = result.config.get("strategy") if isinstance(result.config, Mapping) else None
     if isinstance(strategy, str):
         return strategy
@@ -236,7 +240,7 @@ def _metric(metrics: Mapping[str, Any], *keys: str) -> float | None:
 
 
 def _json_safe(value: Any) -> Any:
-    """Return `value` as plain JSON: NaN/inf -> None, numpy -> Python, dates -> ISO, Decimal -> str."""
+    """Return `value` as plain JSON: NaN/inf -> None, numpy -> Python, dates -> ISO text."""
     if isinstance(value, Mapping):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

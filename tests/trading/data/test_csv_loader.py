@@ -30,7 +30,7 @@ def write(tmp_path: Path, text: str, name: str = "data.csv") -> Path:
 def rows(time_values: list[str], *, volume: bool = True) -> str:
     """Format BARS as CSV data lines with the given time cells."""
     out = []
-    for t, (_, o, h, lo, c, v) in zip(time_values, BARS):
+    for t, (_, o, h, lo, c, v) in zip(time_values, BARS, strict=True):
         out.append(f"{t},{o},{h},{lo},{c}" + (f",{v}" if volume else ""))
     return "\n".join(out) + "\n"
 
@@ -38,7 +38,7 @@ def rows(time_values: list[str], *, volume: bool = True) -> str:
 def binance_rows(open_times: list[int]) -> str:
     """Format BARS as headerless Binance kline lines (12 columns)."""
     out = []
-    for t, (_, o, h, lo, c, v) in zip(open_times, BARS):
+    for t, (_, o, h, lo, c, v) in zip(open_times, BARS, strict=True):
         close_time = t + (3_600_000 if t < 1e14 else 3_600_000_000) - 1
         out.append(f"{t},{o},{h},{lo},{c},{v},{close_time},{v * c},42,{v / 2},{v * c / 2},0")
     return "\n".join(out) + "\n"
@@ -82,7 +82,8 @@ FORMAT_CASES = {
     + rows([f"{s}.0" for s in EPOCH_S]),
     "split date and time": "Date,Time,Open,High,Low,Close,Volume\n"
     + rows([t.replace(" ", ",") for t in ISO]),
-    "BOM and spaces in header": "\ufeff Datetime , Open , High , Low , Close , Volume \n" + rows(ISO),
+    "BOM and spaces in header": "\ufeff Datetime , Open , High , Low , Close , Volume \n"
+    + rows(ISO),
     "binance headerless ms": binance_rows([s * 1000 for s in EPOCH_S]),
     "binance headerless us": binance_rows([s * 1_000_000 for s in EPOCH_S]),
     "binance headerless mixed ms and us": binance_rows(
@@ -152,7 +153,10 @@ def test_yahoo_adjustment_keeps_high_equal_to_close(tmp_path: Path) -> None:
     # Real ORCL row: High == Close == 34.00, Adj Close 3.56. In floating point
     # 34.00 / (34.00 / 3.56) is 3.5599999999999996, one ulp below AdjClose; the loader
     # must keep high >= close instead of failing validation on rounding noise.
-    text = "Date,Open,High,Low,Close,Volume,Adj Close\n1996-06-05,33.13,34.00,32.75,34.00,33570400,3.56\n"
+    text = (
+        "Date,Open,High,Low,Close,Volume,Adj Close\n"
+        "1996-06-05,33.13,34.00,32.75,34.00,33570400,3.56\n"
+    )
     df = load_csv(write(tmp_path, text))
     assert df["close"].iloc[0] == 3.56
     assert df["high"].iloc[0] == df["close"].iloc[0]
@@ -210,7 +214,9 @@ def test_nonexistent_local_time_is_an_error_naming_the_line(tmp_path: Path) -> N
 
 
 def test_tz_does_not_apply_to_epoch_or_offset_times(tmp_path: Path) -> None:
-    epoch = load_csv(write(tmp_path, FORMAT_CASES["generic epoch seconds"], "a.csv"), tz="Asia/Tokyo")
+    epoch = load_csv(
+        write(tmp_path, FORMAT_CASES["generic epoch seconds"], "a.csv"), tz="Asia/Tokyo"
+    )
     offset = load_csv(write(tmp_path, FORMAT_CASES["generic offsets"], "b.csv"), tz="Asia/Tokyo")
     assert_bars(epoch)
     assert_bars(offset)
@@ -235,7 +241,7 @@ def test_unknown_time_zone_is_rejected(tmp_path: Path) -> None:
 
 def test_missing_file_names_the_path(tmp_path: Path) -> None:
     path = tmp_path / "nope.csv"
-    with pytest.raises(FileNotFoundError, match="nope.csv") as info:
+    with pytest.raises(FileNotFoundError, match=r"nope\.csv") as info:
         load_csv(path)
     assert info.value.filename == str(path)
 
@@ -250,7 +256,14 @@ def test_missing_file_names_the_path(tmp_path: Path) -> None:
         ("1704067200000,1,2,0.5,1.5,10\n", "no header and 6 columns (Binance klines have 12)"),
         ("datetime,open,high,low,close,Close\n", "column 'Close' appears twice"),
     ],
-    ids=["missing column", "no time column", "semicolons", "headerless generic", "short binance", "duplicate"],
+    ids=[
+        "missing column",
+        "no time column",
+        "semicolons",
+        "headerless generic",
+        "short binance",
+        "duplicate",
+    ],
 )
 def test_unrecognised_header_names_file_header_and_formats(
     tmp_path: Path, text: str, fragment: str
@@ -267,13 +280,17 @@ def test_unrecognised_header_names_file_header_and_formats(
 
 
 def test_unparseable_timestamp_names_line_column_and_value(tmp_path: Path) -> None:
-    text = "Datetime,Open,High,Low,Close\n" + rows([ISO[0], "2024-13-45 00:00:00", ISO[2]], volume=False)
+    text = "Datetime,Open,High,Low,Close\n" + rows(
+        [ISO[0], "2024-13-45 00:00:00", ISO[2]], volume=False
+    )
     path = write(tmp_path, text)
     with pytest.raises(DataValidationError) as info:
         load_csv(path)
     assert info.value.source == str(path)
     assert len(info.value.problems) == 1
-    assert info.value.problems[0].startswith("line 3: Datetime '2024-13-45 00:00:00' is not a valid timestamp")
+    assert info.value.problems[0].startswith(
+        "line 3: Datetime '2024-13-45 00:00:00' is not a valid timestamp"
+    )
 
 
 def test_unparseable_number_names_line_column_and_value(tmp_path: Path) -> None:
@@ -331,7 +348,7 @@ def test_validation_errors_name_the_csv_line(tmp_path: Path) -> None:
     ids=["empty file", "header only", "header and blank lines"],
 )
 def test_file_without_data_is_an_error(tmp_path: Path, text: str) -> None:
-    with pytest.raises(DataValidationError, match="empty|no data rows"):
+    with pytest.raises(DataValidationError, match=r"empty|no data rows"):
         load_csv(write(tmp_path, text))
 
 
@@ -361,7 +378,9 @@ def test_unsorted_file_fails_validation_but_loads_sorted_without_it(tmp_path: Pa
     lines = rows(ISO).splitlines()
     text = "datetime,open,high,low,close,volume\n" + "\n".join([lines[1], lines[0], lines[2]])
     path = write(tmp_path, text)
-    with pytest.raises(DataValidationError, match=r"line 3 \(2024-01-01 00:00:00\+00:00\): timestamp earlier"):
+    with pytest.raises(
+        DataValidationError, match=r"line 3 \(2024-01-01 00:00:00\+00:00\): timestamp earlier"
+    ):
         load_csv(path)
     df = load_csv(path, validate=False)
     assert_bars(df)

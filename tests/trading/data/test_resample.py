@@ -41,7 +41,9 @@ def aggregate(bars: list[tuple[float, ...]]) -> tuple[float, ...]:
 
 def test_1h_to_4h_on_hand_written_bars() -> None:
     out = resample_ohlcv(hourly(), "4h")
-    expected_index = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 04:00"], tz="UTC", name="datetime")
+    expected_index = pd.DatetimeIndex(
+        ["2024-01-01 00:00", "2024-01-01 04:00"], tz="UTC", name="datetime"
+    )
     pd.testing.assert_index_equal(out.index, expected_index.as_unit("ns"))
     expected = np.array([aggregate(HOURLY[0:4]), aggregate(HOURLY[4:8])])
     np.testing.assert_array_equal(out.to_numpy(), expected)
@@ -55,13 +57,17 @@ def test_bins_without_bars_are_dropped_not_filled() -> None:
     df = hourly(bars).drop(index=pd.date_range("2024-01-01 04:00", periods=4, freq="1h", tz="UTC"))
     out = resample_ohlcv(df, "4h")
     assert list(out.index.hour) == [0, 8]
-    np.testing.assert_array_equal(out.to_numpy(), np.array([aggregate(bars[0:4]), aggregate(bars[8:12])]))
+    np.testing.assert_array_equal(
+        out.to_numpy(), np.array([aggregate(bars[0:4]), aggregate(bars[8:12])])
+    )
 
 
 def test_bin_with_missing_bars_inside_keeps_what_it_has() -> None:
     df = hourly().drop(index=pd.Timestamp("2024-01-01 01:00", tz="UTC"))
     out = resample_ohlcv(df, "4h")
-    np.testing.assert_array_equal(out.iloc[0].to_numpy(), aggregate([HOURLY[0], HOURLY[2], HOURLY[3]]))
+    np.testing.assert_array_equal(
+        out.iloc[0].to_numpy(), aggregate([HOURLY[0], HOURLY[2], HOURLY[3]])
+    )
 
 
 def test_incomplete_final_bin_is_dropped_by_default() -> None:
@@ -115,7 +121,9 @@ def test_source_timeframe_from_argument_when_it_cannot_be_inferred() -> None:
 def test_bars_crossing_a_bin_boundary_are_rejected() -> None:
     # Hourly bars opening at :30 would straddle every 4 h boundary.
     df = hourly(start="2024-01-01 00:30")
-    with pytest.raises(ValueError, match=r"cross a 4h bin boundary, first the bar at 2024-01-01 03:30"):
+    with pytest.raises(
+        ValueError, match=r"cross a 4h bin boundary, first the bar at 2024-01-01 03:30"
+    ):
         resample_ohlcv(df, "4h")
 
 
@@ -140,10 +148,18 @@ def test_bad_input_is_rejected(spoil: object, message: str) -> None:
 
 
 def test_daily_to_weekly_starts_on_monday_and_keeps_a_week_ending_friday() -> None:
-    days = pd.bdate_range("2024-01-01", "2024-01-12", tz="UTC", name="datetime")  # two Mon-Fri weeks
+    days = pd.bdate_range(
+        "2024-01-01", "2024-01-12", tz="UTC", name="datetime"
+    )  # two Mon-Fri weeks
     values = np.arange(1.0, len(days) + 1)
     df = pd.DataFrame(
-        {"open": values, "high": values + 1, "low": values - 0.5, "close": values + 0.5, "volume": values * 10},
+        {
+            "open": values,
+            "high": values + 1,
+            "low": values - 0.5,
+            "close": values + 0.5,
+            "volume": values * 10,
+        },
         index=days,
     )
     out = resample_ohlcv(df, "1w")
@@ -161,7 +177,13 @@ def test_local_midnight_daily_bars_go_to_their_own_week() -> None:
     index = local.tz_convert("UTC").rename("datetime")
     values = np.arange(1.0, len(index) + 1)
     df = pd.DataFrame(
-        {"open": values, "high": values, "low": values, "close": values, "volume": np.ones(len(index))},
+        {
+            "open": values,
+            "high": values,
+            "low": values,
+            "close": values,
+            "volume": np.ones(len(index)),
+        },
         index=index,
     )
     out = resample_ohlcv(df, "1w")
@@ -177,4 +199,6 @@ def test_agrees_with_pandas_resample_on_synthetic_data() -> None:
         .agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
         .dropna()
     )
-    pd.testing.assert_frame_equal(ours, theirs, check_freq=False, check_index_type=False, rtol=1e-12)
+    pd.testing.assert_frame_equal(
+        ours, theirs, check_freq=False, check_index_type=False, rtol=1e-12
+    )

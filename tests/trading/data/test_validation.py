@@ -22,7 +22,9 @@ def frame(
     """Return n valid bars; first_line=2 as the loader would set for a headered file."""
     if index is None:
         index = pd.date_range(start, periods=n, freq=freq, tz="UTC", name="datetime")
-    df = pd.DataFrame([GOOD] * len(index), index=index, columns=["open", "high", "low", "close", "volume"])
+    df = pd.DataFrame(
+        [GOOD] * len(index), index=index, columns=["open", "high", "low", "close", "volume"]
+    )
     df.attrs["first_line"] = 2
     return df
 
@@ -35,7 +37,10 @@ def problems_of(df: pd.DataFrame, **kwargs: object) -> DataValidationError:
 
 # Each case breaks row 3 (CSV line 5, 03:00 UTC) and names the one problem expected.
 ROW_CASES = {
-    "high below low": ({"high": 99.5, "low": 100.2, "open": 100.0, "close": 100.0}, "high 99.5 < low 100.2"),
+    "high below low": (
+        {"high": 99.5, "low": 100.2, "open": 100.0, "close": 100.0},
+        "high 99.5 < low 100.2",
+    ),
     "high below open": ({"high": 100.4, "open": 100.5, "close": 100.0}, "high 100.4 < open 100.5"),
     "high below close": ({"high": 100.4, "close": 100.5}, "high 100.4 < close 100.5"),
     "low above open": ({"low": 100.1, "open": 100.0}, "low 100.1 > open 100.0"),
@@ -131,7 +136,9 @@ def test_line_numbers_are_dropped_once_a_loaded_frame_is_sliced() -> None:
     df.iloc[4, df.columns.get_loc("volume")] = -1.0
     assert problems_of(df).problems[0].startswith("line 6 ")
     # After slicing, position 0 is no longer CSV line 2: fall back to positions.
-    assert problems_of(df.iloc[2:]).problems == ["row 2 (2024-01-01 04:00:00+00:00): volume -1.0 < 0"]
+    assert problems_of(df.iloc[2:]).problems == [
+        "row 2 (2024-01-01 04:00:00+00:00): volume -1.0 < 0"
+    ]
 
 
 def test_missing_columns_are_an_error() -> None:
@@ -184,7 +191,9 @@ def test_weekdays_only_daily_data_has_no_weekend_gaps() -> None:
     kept = days[days != pd.Timestamp("2024-01-09", tz="UTC")]
     report = validate_ohlcv(frame(index=kept), "bars.csv")
     assert report.timeframe == "1d"
-    assert report.gaps == [Gap(pd.Timestamp("2024-01-08", tz="UTC"), pd.Timestamp("2024-01-10", tz="UTC"), 1)]
+    assert report.gaps == [
+        Gap(pd.Timestamp("2024-01-08", tz="UTC"), pd.Timestamp("2024-01-10", tz="UTC"), 1)
+    ]
 
 
 def test_daily_data_with_weekend_bars_counts_missing_weekends() -> None:
@@ -223,7 +232,16 @@ def test_empty_frame_report() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(1, "1s"), (90, "90s"), (300, "5m"), (3600, "1h"), (14_400, "4h"), (86_400, "1d"), (604_800, "1w"), (5_400, "90m")],
+    [
+        (1, "1s"),
+        (90, "90s"),
+        (300, "5m"),
+        (3600, "1h"),
+        (14_400, "4h"),
+        (86_400, "1d"),
+        (604_800, "1w"),
+        (5_400, "90m"),
+    ],
 )
 def test_format_timeframe(seconds: int, text: str) -> None:
     assert format_timeframe(seconds) == text
@@ -234,3 +252,13 @@ def test_infer_timeframe_uses_the_most_common_spacing() -> None:
     index = index.delete([3, 7, 8, 20])  # gaps make 10 and 15 minute spacings
     assert infer_timeframe(index) == "5m"
     assert infer_timeframe(index[:1]) is None
+
+
+def test_missing_day_across_a_dst_switch_is_one_gap() -> None:
+    # 7-day-a-week daily bars at Berlin midnight; Sunday 2024-03-31 (the DST switch) is
+    # missing. In UTC, Saturday is 2024-03-29 23:00 and Monday 2024-03-31 22:00: 47 h,
+    # which is one missing 24 h bar, not zero.
+    local = pd.date_range("2024-03-27", "2024-04-03", freq="1D", tz="Europe/Berlin")
+    kept = local[local.day != 31].tz_convert("UTC")
+    report = validate_ohlcv(frame(index=kept), "bars.csv")
+    assert report.gaps == [Gap(kept[3], kept[4], 1)]

@@ -81,7 +81,10 @@ def make_result(trades: list[TradeRecord], *, name: str = "rsi_bot") -> Backtest
             "n_days": np.int64(60),
             "by_symbol": {"BTC/USDT": {"pnl": 0.1}},
         },
-        config={"strategy": {"name": "RsiEma", "params": {"rsi_period": 14}}, "broker": {"fee": 0.001}},
+        config={
+            "strategy": {"name": "RsiEma", "params": {"rsi_period": 14}},
+            "broker": {"fee": 0.001},
+        },
         bars=1440,
     )
 
@@ -121,7 +124,9 @@ def test_save_list_get_round_trip(engine: Engine, result: BacktestResult) -> Non
     assert summary.final_value == Decimal("10123.45")
     assert summary.started_at == executed
     assert summary.started_at.utcoffset() == timedelta(0)
-    assert (summary.win_rate, summary.sharpe_ratio, summary.max_drawdown_pct) == (66.6667, 1.42, -3.5)
+    assert summary.win_rate == 66.6667
+    assert summary.sharpe_ratio == 1.42
+    assert summary.max_drawdown_pct == -3.5
 
     detail = get_run(engine, run_id)
     assert detail is not None
@@ -163,7 +168,8 @@ def test_save_list_get_round_trip(engine: Engine, result: BacktestResult) -> Non
 def test_money_keeps_more_digits_than_a_double(engine: Engine, result: BacktestResult) -> None:
     """SQLite's NUMERIC affinity would round 18 significant digits to a 15-digit float."""
     amount = Decimal("12345678.1234567891")
-    run_id = save_backtest(engine, dataclasses.replace(result, final_value=amount))  # type: ignore[arg-type]
+    bigger = dataclasses.replace(result, final_value=amount)  # type: ignore[arg-type]
+    run_id = save_backtest(engine, bigger)
     detail = get_run(engine, run_id)
     assert detail is not None
     assert detail.final_value == amount
@@ -309,7 +315,9 @@ def test_transaction_takes_write_lock_on_first_statement(engine: Engine, db_url:
         impatient.dispose()
 
 
-def test_reads_do_not_wait_for_a_writer(engine: Engine, result: BacktestResult, db_url: str) -> None:
+def test_reads_do_not_wait_for_a_writer(
+    engine: Engine, result: BacktestResult, db_url: str
+) -> None:
     save_backtest(engine, result)
     impatient = make_engine(db_url, connect_args={"timeout": 0.2})
     try:

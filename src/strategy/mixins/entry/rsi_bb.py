@@ -39,3 +39,6 @@ class RSIOrBBEntryMixin(EntryMixin):
 
     def signal(self, i: int, side: Side) -> bool:
         return self.long_signal[i] if side is Side.LONG else self.short_signal[i]
+
+    def signal_array(self, side: Side) -> list[bool]:
+        return self.long_signal if side is Side.LONG else self.short_signal
