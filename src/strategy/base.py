@@ -86,8 +86,10 @@ class _Book:
         self.warmup = 0
         self.trade: OpenTrade | None = None
         self.entry_ref: int | None = None
-        self.stop_order: bt.Order | None = None  # resting protective legs (live objects)
+        self.stop_order: bt.Order | None = None  # resting exit legs (live objects)
         self.tp_order: bt.Order | None = None
+        self.partial_order: bt.Order | None = None
+        self.resize_exits = False
         self.exit_ref: int | None = None
         self.exit_reason: str | None = None
         self.entry_fee = 0.0
@@ -199,6 +201,14 @@ class BaseStrategy(bt.Strategy):
             trade.best_price = min(trade.best_price, book.low[i])
             trade.worst_price = max(trade.worst_price, book.high[i])
         plan = combine([x.on_bar(trade, i) for x in book.exits], trade.side)
+        if book.resize_exits and not plan.exit_now:
+            # A partial target filled on this bar: re-send the exits for what is left.
+            book.resize_exits = False
+            trade.stop, trade.stop_reason = plan.stop, plan.stop_reason
+            trade.take_profit, trade.take_profit_reason = plan.take_profit, plan.take_profit_reason
+            self._cancel_protection(book, with_partial=True)
+            self._place_exits(book, trade, with_partial=True)
+            return
         if plan.exit_now:
             self.decisions.append((book.symbol, i, "exit", plan.exit_now))
             self._exit_at_market(book, plan.exit_now)
@@ -248,43 +258,67 @@ class BaseStrategy(bt.Strategy):
         trade.quantity = qty
         trade.stop, trade.stop_reason = plan.stop, plan.stop_reason
         trade.take_profit, trade.take_profit_reason = plan.take_profit, plan.take_profit_reason
+        if plan.partial_target is not None and math.isfinite(plan.partial_target) and (
+            side.sign * (plan.partial_target - ref) > 0 and 0 < plan.partial_fraction < 1
+        ):
+            trade.partial_target, trade.partial_fraction = plan.partial_target, plan.partial_fraction
+            trade.partial_reason = plan.partial_reason
         book.trade = trade
         self.decisions.append((book.symbol, i, "entry", f"{side.value}:{tag}"))
         self._send_bracket(book, trade)
 
     # ----------------------------------------------------------------- orders
     def _send_bracket(self, book: _Book, trade: OpenTrade) -> None:
-        d, q = book.data, trade.quantity
-        if trade.stop is None and trade.take_profit is None:
-            o = self.buy(data=d, size=q) if trade.side is Side.LONG else self.sell(data=d, size=q)
-            book.entry_ref, book.stop_order, book.tp_order = o.ref, None, None
-            return
-        bracket = self.buy_bracket if trade.side is Side.LONG else self.sell_bracket
-        main, stop, target = bracket(
-            data=d,
-            size=q,
-            exectype=bt.Order.Market,
-            stopprice=trade.stop,
-            stopexec=bt.Order.Stop if trade.stop is not None else None,
-            limitprice=trade.take_profit,
-            limitexec=bt.Order.Limit if trade.take_profit is not None else None,
-        )
-        book.entry_ref = main.ref
-        book.stop_order, book.tp_order = stop, target
+        """Send the market entry and its reduce-only exits (live from the fill bar on).
 
-    def _cancel_protection(self, book: _Book) -> None:
-        # Cancelling one leg cancels its OCO/bracket sibling too; clear refs first so the
-        # Canceled notifications are recognised as ours.
-        legs = [o for o in (book.stop_order, book.tp_order) if o is not None]
+        The exits queue behind the entry, so on the bar the entry fills they are tried
+        against the rest of that bar: stop first (worst case), then the partial target,
+        then the target. Reduce-only means none can open a position if the entry fails.
+        """
+        entry = self.buy if trade.side is Side.LONG else self.sell
+        book.entry_ref = entry(data=book.data, size=trade.quantity).ref
+        self._place_exits(book, trade, with_partial=True)
+
+    def _place_exits(self, book: _Book, trade: OpenTrade, *, with_partial: bool) -> None:
+        d, q = book.data, trade.quantity
+        close_side = self.sell if trade.side is Side.LONG else self.buy
+        stop = None
+        if trade.stop is not None:
+            stop = close_side(data=d, size=q, exectype=bt.Order.Stop, price=trade.stop, reduce_only=True)
+        book.stop_order = stop
+        if with_partial and trade.partial_target is not None and not trade.partial_done:
+            part = self._partial_quantity(trade)
+            if part > 0:
+                book.partial_order = close_side(
+                    data=d, size=part, exectype=bt.Order.Limit, price=trade.partial_target, reduce_only=True
+                )
+        book.tp_order = None
+        if trade.take_profit is not None:
+            book.tp_order = close_side(
+                data=d, size=q, exectype=bt.Order.Limit, price=trade.take_profit, oco=stop, reduce_only=True
+            )
+
+    def _partial_quantity(self, trade: OpenTrade) -> float:
+        qty = trade.quantity * trade.partial_fraction
+        lot = getattr(self.spec.sizing, "lot_size", None)
+        if lot:
+            qty = math.floor(qty / lot + 1e-9) * lot
+        return qty if 0 < qty < trade.quantity else 0.0
+
+    def _cancel_protection(self, book: _Book, *, with_partial: bool = False) -> None:
+        # Cancelling one leg cancels its OCO sibling too; clear the references first so
+        # the Canceled notifications are recognised as ours.
+        legs = [book.stop_order, book.tp_order] + ([book.partial_order] if with_partial else [])
         book.stop_order = book.tp_order = None
+        if with_partial:
+            book.partial_order = None
         for order in legs:
-            if order.alive():
+            if order is not None and order.alive():
                 self.broker.cancel(order)
 
     def _replace_protection(self, book: _Book, plan: ExitPlan) -> None:
         trade = book.trade
         assert trade is not None
-        broker = self.broker
         same_legs = (plan.stop is None) == (book.stop_order is None) and (plan.take_profit is None) == (
             book.tp_order is None
         )
@@ -292,27 +326,21 @@ class BaseStrategy(bt.Strategy):
         if amended:
             # Amend in place (no new orders, links kept) when the broker supports it.
             for order, price in ((book.stop_order, plan.stop), (book.tp_order, plan.take_profit)):
-                if order is not None and order.created.price != price and not broker.modify(order, price=price):
+                if order is not None and order.created.price != price and not self.broker.modify(order, price=price):
                     amended = False
-        if not amended:
-            self._cancel_protection(book)
-            d, q = book.data, trade.quantity
-            close_side = self.sell if trade.side is Side.LONG else self.buy
-            if plan.stop is not None:
-                book.stop_order = close_side(data=d, size=q, exectype=bt.Order.Stop, price=plan.stop)
-            if plan.take_profit is not None:
-                book.tp_order = close_side(
-                    data=d, size=q, exectype=bt.Order.Limit, price=plan.take_profit, oco=book.stop_order
-                )
         trade.stop, trade.stop_reason = plan.stop, plan.stop_reason
         trade.take_profit, trade.take_profit_reason = plan.take_profit, plan.take_profit_reason
+        if not amended:
+            # Re-send every leg so the queue keeps its order: stop, partial target, target.
+            self._cancel_protection(book, with_partial=True)
+            self._place_exits(book, trade, with_partial=True)
 
     def _exit_at_market(self, book: _Book, reason: str) -> None:
         trade = book.trade
         assert trade is not None
-        self._cancel_protection(book)
+        self._cancel_protection(book, with_partial=True)
         close_side = self.sell if trade.side is Side.LONG else self.buy
-        book.exit_ref = close_side(data=book.data, size=trade.quantity).ref
+        book.exit_ref = close_side(data=book.data, size=trade.quantity, reduce_only=True).ref
         book.exit_reason = reason
 
     def notify_order(self, order: bt.Order) -> None:
@@ -322,9 +350,12 @@ class BaseStrategy(bt.Strategy):
         ref = order.ref
         stop_ref = book.stop_order.ref if book.stop_order is not None else None
         tp_ref = book.tp_order.ref if book.tp_order is not None else None
+        partial_ref = book.partial_order.ref if book.partial_order is not None else None
         if order.status == order.Completed:
             if ref == book.entry_ref:
                 self._on_entry_fill(book, order)
+            elif ref == partial_ref:
+                self._on_partial_fill(book, order)
             elif ref == stop_ref:
                 self._on_exit_fill(book, order, book.trade.stop_reason if book.trade else "stop_loss")
             elif ref == tp_ref:
@@ -337,8 +368,9 @@ class BaseStrategy(bt.Strategy):
         # Canceled / Margin / Rejected / Expired
         if ref == book.entry_ref:
             self._refuse("ENTRY_" + order.getstatusname().upper())
-            book.trade, book.entry_ref, book.stop_order, book.tp_order = None, None, None, None
-        elif ref in (stop_ref, tp_ref, book.exit_ref) and order.status != order.Canceled:
+            self._cancel_protection(book, with_partial=True)
+            book.trade, book.entry_ref = None, None
+        elif ref in (stop_ref, tp_ref, partial_ref, book.exit_ref) and order.status != order.Canceled:
             self._refuse("EXIT_" + order.getstatusname().upper())
 
     def _on_entry_fill(self, book: _Book, order: bt.Order) -> None:
@@ -352,12 +384,28 @@ class BaseStrategy(bt.Strategy):
         book.entry_fee = order.executed.comm
         book.entry_ref = None
 
+    def _on_partial_fill(self, book: _Book, order: bt.Order) -> None:
+        """Record the closed part as its own trade leg; re-size the remaining exits."""
+        trade = book.trade
+        assert trade is not None and trade.entry_price is not None
+        book.partial_order = None
+        trade.partial_done = True
+        part = abs(order.executed.size)
+        share = part / trade.quantity
+        fee_share = book.entry_fee * share
+        self._record(book, book.clock.lencount - 1, order.executed.price, order.executed.comm,
+                     trade.partial_reason, quantity=part, entry_fee=fee_share)
+        book.entry_fee -= fee_share
+        trade.quantity -= part
+        # Re-size the stop and target at this bar's close, once every fill of the bar is
+        # known (the target may have filled right after the partial, on the same bar).
+        book.resize_exits = True
+
     def _on_exit_fill(self, book: _Book, order: bt.Order, reason: str) -> None:
         trade = book.trade
         assert trade is not None and trade.entry_price is not None
         # The sibling of a filled stop/target is cancelled by OCO; make sure no leg survives.
-        if order.ref != book.exit_ref:
-            self._cancel_protection(book)
+        self._cancel_protection(book, with_partial=True)
         self._record(book, book.clock.lencount - 1, order.executed.price, order.executed.comm, reason)
 
     def _close_at_end(self, book: _Book) -> None:
@@ -373,16 +421,29 @@ class BaseStrategy(bt.Strategy):
         self.end_adjustment += -trade.side.sign * trade.quantity * (close - price) - fee
         self._record(book, i, price, fee, "end_of_data")
 
-    def _record(self, book: _Book, i: int, price: float, exit_fee: float, reason: str) -> None:
+    def _record(
+        self,
+        book: _Book,
+        i: int,
+        price: float,
+        exit_fee: float,
+        reason: str,
+        *,
+        quantity: float | None = None,
+        entry_fee: float | None = None,
+    ) -> None:
+        """Append a TradeRecord; a full close (no `quantity`) also resets the book."""
         trade = book.trade
         assert trade is not None and trade.entry_price is not None and trade.entry_index is not None
-        sign, qty, entry = trade.side.sign, trade.quantity, trade.entry_price
+        leg = quantity is not None
+        sign, entry = trade.side.sign, trade.entry_price
+        qty = quantity if quantity is not None else trade.quantity
         if sign > 0:
             best, worst = max(trade.best_price, price), min(trade.worst_price, price)
         else:
             best, worst = min(trade.best_price, price), max(trade.worst_price, price)
         gross = sign * (price - entry) * qty
-        fees = book.entry_fee + exit_fee
+        fees = (book.entry_fee if entry_fee is None else entry_fee) + exit_fee
         times = book.times
         self.trade_records.append(
             TradeRecord(
@@ -405,9 +466,12 @@ class BaseStrategy(bt.Strategy):
                 mfe_pct=sign * (best - entry) / entry * 100.0,
             )
         )
+        if leg:
+            return
         book.trade = None
         book.exit_ref = book.exit_reason = None
-        book.stop_order = book.tp_order = None
+        book.stop_order = book.tp_order = book.partial_order = None
+        book.resize_exits = False
         book.last_exit = i
 
     def _refuse(self, reason: str) -> None:

@@ -68,6 +68,10 @@ class OpenTrade:
     stop_reason: str = "stop_loss"
     take_profit: float | None = None
     take_profit_reason: str = "take_profit"
+    partial_target: float | None = None  # first target for part of the position
+    partial_fraction: float = 0.0
+    partial_reason: str = "partial_take_profit"
+    partial_done: bool = False
 
     @property
     def is_filled(self) -> bool:
@@ -83,6 +87,10 @@ class ExitPlan:
     take_profit: float | None = None
     take_profit_reason: str = "take_profit"
     exit_now: str | None = None  # reason; the position is closed at the next bar's open
+    # Close `partial_fraction` of the position at `partial_target` (set in on_entry only).
+    partial_target: float | None = None
+    partial_fraction: float = 0.0
+    partial_reason: str = "partial_take_profit"
 
 
 class MixinParams(BaseModel):
@@ -179,4 +187,9 @@ def combine(plans: list[ExitPlan], side: Side) -> ExitPlan:
             out.take_profit is None or sign * plan.take_profit < sign * out.take_profit
         ):
             out.take_profit, out.take_profit_reason = plan.take_profit, plan.take_profit_reason
+        if plan.partial_target is not None and (
+            out.partial_target is None or sign * plan.partial_target < sign * out.partial_target
+        ):
+            out.partial_target, out.partial_fraction = plan.partial_target, plan.partial_fraction
+            out.partial_reason = plan.partial_reason
     return out

@@ -63,13 +63,48 @@ class SimBroker(bt.brokers.BackBroker):
             self._plain_cache = cached = (len(self.comminfo), plain)
         return cached[1]
 
+    def _try_exec(self, order: bt.Order) -> None:
+        if order.info.get("reduce_only") and not self._fit_reduce_only(order):
+            return
+        super()._try_exec(order)
+
+    def _fit_reduce_only(self, order: bt.Order) -> bool:
+        """Shrink a reduce-only order to the open position; cancel it if nothing is left to reduce.
+
+        Exchanges offer the same flag: a closing order can never open or flip a position,
+        whatever else filled before it on the same bar.
+        """
+        pos = self.positions[order.data].size
+        want = order.executed.remsize  # signed: > 0 buys, < 0 sells
+        if pos == 0 or (want > 0) == (pos > 0):
+            order.cancel()
+            self.notify(order)
+            self._ococheck(order)
+            self._bracketize(order, cancel=True)
+            return False
+        if abs(want) > abs(pos):
+            order.executed.remsize = -pos
+        return True
+
+    def cancel(self, order: bt.Order, bracket: bool = False) -> bool:
+        """Cancel a pending order, including one submitted on this bar and not yet accepted."""
+        if order in self.submitted and order.alive():
+            self.submitted.remove(order)
+            order.cancel()
+            self.notify(order)
+            self._ococheck(order)
+            if not bracket:
+                self._bracketize(order, cancel=True)
+            return True
+        return super().cancel(order, bracket=bracket)
+
     def modify(self, order: bt.Order, *, price: float) -> bool:
         """Move the trigger (stop) or limit price of a pending order in place.
 
         This is an exchange "amend": the order keeps its ref, its OCO/bracket links and its
         place in the queue. Return False when the order is no longer pending.
         """
-        if not order.alive() or order not in self.pending:
+        if not order.alive() or (order not in self.pending and order not in self.submitted):
             return False
         order.created.price = price
         order.price = price

@@ -16,6 +16,8 @@ class AdvancedATRExitMixin(ExitMixin):
     """Stop at x_sl_multiplier x ATR, target at x_tp_multiplier x ATR, trail and breakeven.
 
     Levels are anchored at the signal bar's close and ATR (known when the bracket is sent).
+    With x_partial_tp_multiplier set, x_partial_fraction of the position is closed at that
+    first target (a separate trade leg, `partial_take_profit`) and the rest keeps trailing.
     After each close the stop may only tighten: to the best price since entry minus
     x_trail_multiplier x ATR (trailing_stop), or to the entry price once the best price has
     gone x_breakeven_trigger x ATR in favour (breakeven_stop).
@@ -39,6 +41,10 @@ class AdvancedATRExitMixin(ExitMixin):
         x_breakeven_offset: float = Field(
             0.0, ge=0, lt=0.1, description="Breakeven stop beyond entry, fraction of price (covers fees)."
         )
+        x_partial_tp_multiplier: float = Field(
+            0.0, ge=0, description="First target in ATRs for a partial close; 0 disables."
+        )
+        x_partial_fraction: float = Field(0.5, gt=0, lt=1, description="Fraction of the position closed there.")
 
     def prepare(self, bars: Bars) -> None:
         self.atr = talib.ATR(bars.high, bars.low, bars.close, self.p.x_atr_period).tolist()
@@ -57,7 +63,11 @@ class AdvancedATRExitMixin(ExitMixin):
         ref = trade.ref_price
         stop = ref - sign * p.x_sl_multiplier * atr
         target = ref + sign * p.x_tp_multiplier * atr if p.x_tp_multiplier > 0 else None
-        return ExitPlan(stop=stop, stop_reason="stop_loss", take_profit=target)
+        plan = ExitPlan(stop=stop, stop_reason="stop_loss", take_profit=target)
+        if p.x_partial_tp_multiplier > 0:
+            plan.partial_target = ref + sign * p.x_partial_tp_multiplier * atr
+            plan.partial_fraction = p.x_partial_fraction
+        return plan
 
     def on_bar(self, trade: OpenTrade, i: int) -> ExitPlan:
         p, sign = self.p, trade.side.sign
