@@ -60,10 +60,14 @@ def load_bars(
                 start=cfg.data.start or "2020-01-01",
                 symbol=sym,
             )
-        df = _cut(df, start or (cfg.data.start if paths is not None else None), end or cfg.data.end)
-        if len(df) < 2:
-            raise DataValidationError(sym, [f"fewer than 2 bars between {start} and {end}"])
-        frames[sym] = df
+        lo, hi = start or (cfg.data.start if paths is not None else None), end or cfg.data.end
+        cut = _cut(df, lo, hi)
+        if len(cut) < 2:
+            covers = f"{df.index[0]:%Y-%m-%d %H:%M} .. {df.index[-1]:%Y-%m-%d %H:%M}" if len(df) else "nothing"
+            raise DataValidationError(
+                sym, [f"fewer than 2 bars from {lo or 'the first bar'} to {hi or 'the last bar'}; the data covers {covers}"]
+            )
+        frames[sym] = cut
     return frames
 
 
