@@ -9,6 +9,7 @@ signal at bar 4 (close C = 100, ATR(3) = 2), the entry fill at the open of bar 5
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -21,7 +22,7 @@ from trading.results import BacktestResult, TradeRecord
 
 __all__ = [
     "CASH", "ENTRY", "PRE", "SIGNAL", "bar_index", "check_trade", "from_closes", "mirror",
-    "run_exits", "sided", "tail", "wilder_atr",
+    "View", "run_exits", "sided", "tail", "wilder_atr",
 ]
 
 SIGNAL = 4
@@ -91,3 +92,41 @@ def check_trade(
     assert t.quantity == pytest.approx(quantity, rel=1e-12)
     assert t.bars_held == exit_bar - entry_bar
     assert t.pnl == pytest.approx(sign * (price - entry) * quantity, abs=1e-9)
+
+
+@dataclass(frozen=True)
+class View:
+    """A case seen from one side; bar k is the k-th bar from the entry bar (k = 0)."""
+
+    candles: list[Candle]
+    sign: int  # +1 long, -1 short
+
+    @property
+    def C(self) -> float:  # noqa: N802 - the docs' name for the signal close
+        return self.candles[SIGNAL][3]
+
+    def bar(self, k: int) -> Candle:
+        return self.candles[ENTRY + k]
+
+    def open(self, k: int) -> float:
+        return self.bar(k)[0]
+
+    def favour(self, k: int) -> float:
+        """High of bar k for a long, low for a short."""
+        return self.bar(k)[1] if self.sign > 0 else self.bar(k)[2]
+
+    def adverse(self, k: int) -> float:
+        return self.bar(k)[2] if self.sign > 0 else self.bar(k)[1]
+
+    def best(self, through: int) -> float:
+        """Best price from the entry fill (the open of k = 0) through bar k = through."""
+        vals = [self.open(0)] + [self.favour(k) for k in range(through + 1)]
+        return max(vals) if self.sign > 0 else min(vals)
+
+    def beyond(self, price: float, level: float) -> bool:
+        """True when `price` is at or past a stop `level` (below it for a long)."""
+        return self.sign * (price - level) <= 0
+
+    def reaches(self, price: float, target: float) -> bool:
+        """True when `price` is at or past a target (above it for a long)."""
+        return self.sign * (price - target) >= 0
