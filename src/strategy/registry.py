@@ -81,3 +81,38 @@ def _load_builtins() -> None:
         _loaded = True
         importlib.import_module("strategy.mixins.entry")
         importlib.import_module("strategy.mixins.exit")
+
+
+def describe(cls: type) -> dict[str, object]:
+    """Return a mixin's name, kind, description and parameters (type, default, constraints, help)."""
+    import inspect
+
+    params = []
+    for name, field in cls.Params.model_fields.items():  # type: ignore[attr-defined]
+        limits = []
+        for meta in field.metadata:
+            for attr, sign in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+                value = getattr(meta, attr, None)
+                if value is not None:
+                    limits.append(f"{sign} {value}")
+        annotation = field.annotation
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        params.append(
+            {
+                "name": name,
+                "type": type_name,
+                "default": None if field.is_required() else field.get_default(call_default_factory=True),
+                "required": field.is_required(),
+                "constraints": ", ".join(limits),
+                "description": field.description or "",
+            }
+        )
+    doc = inspect.getdoc(cls) or ""
+    return {
+        "name": cls.__name__,
+        "kind": cls.kind,  # type: ignore[attr-defined]
+        "module": cls.__module__,
+        "description": getattr(cls, "description", "") or doc.split("\n", 1)[0],
+        "doc": doc,
+        "parameters": params,
+    }

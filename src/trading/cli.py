@@ -1,4 +1,4 @@
-"""The `atf` command line: backtest, config, runs, db."""
+"""The `atf` command line: backtest, config, runs, db, mixins, lookahead."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from trading.cli_strategy import lookahead, mixins_app
 from trading.exceptions import ATFError, ConfigError
 
 app = typer.Typer(help="atf: YAML-configured trading bots on backtrader.", no_args_is_help=True)
@@ -21,6 +22,8 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
+app.add_typer(mixins_app, name="mixins")
+app.command("lookahead")(lookahead)
 
 console = Console()
 err = Console(stderr=True)
