@@ -416,7 +416,8 @@ class BaseStrategy(bt.Strategy):
         close = book.close[i]
         model, amount = self.p.slippage or ("percent", 0.0)
         slip = amount if model == "fixed" else close * amount
-        price = close - trade.side.sign * slip
+        # As for a market fill: the slipped price stays inside the last bar's range.
+        price = min(max(close - trade.side.sign * slip, book.low[i]), book.high[i])
         fee = abs(trade.quantity) * price * self.p.commission_rate
         self.end_adjustment += -trade.side.sign * trade.quantity * (close - price) - fee
         self._record(book, i, price, fee, "end_of_data")

@@ -508,14 +508,6 @@ def test_touched_target_fills_at_limit_price_without_slippage(side: str) -> None
     assert t.fees == pytest.approx(COST_R * COST_Q * (t.entry_price + x.target), rel=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a take-profit limit whose bar opens beyond it fills at open*(1-s) (long) instead of "
-        "the open: configure_broker sets slip_open=True and backtrader's _try_exec_limit slips gap "
-        "fills (docs/backtesting.md: 'Limit orders fill at their price', gap -> 'the open')"
-    ),
-)
 @pytest.mark.parametrize("side", ["long", "short"])
 def test_gap_beyond_target_fills_at_open_without_slippage(side: str) -> None:
     candles, x = _costs_case(side, [(100, 101, 99, 100.5), (108, 109, 107, 108)])
@@ -574,14 +566,6 @@ def test_position_open_at_end_closes_at_last_close_with_costs(side: str) -> None
     assert result.equity.iloc[-1] == pytest.approx(result.final_value, abs=1e-9)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: BaseStrategy._close_at_end (src/strategy/base.py) slips the last close without "
-        "clipping it to the last bar's high-low range (docs/backtesting.md: 'as for a market order', "
-        "'A slipped price never leaves the bar's high-low range')"
-    ),
-)
 @pytest.mark.parametrize("side", ["long", "short"])
 def test_end_of_data_slippage_is_clipped_to_last_bar_range(side: str) -> None:
     # The last bar closes at its low (long): close * (1 - 0.01) = 98.01 is below the low 99,
@@ -788,15 +772,6 @@ def test_commission_counts_in_cash_check(qty: float, accepted: bool) -> None:
     assert result.diagnostics["refusals"] == ({} if accepted else {"ENTRY_MARGIN": 1})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: the cash check uses the signal close, not the fill price: backtrader's check_submitted "
-        "pseudo-executes the market entry at order.created.price (the close) before the bar, so 101 "
-        "units at close 100 (10 100 > cash) are refused although the fill at the 95 open costs 9 595 "
-        "(docs/backtesting.md: 'cost plus commission exceeds the cash at the fill')"
-    ),
-)
 def test_entry_affordable_at_fill_price_is_accepted() -> None:
     candles = PRE + [(95, 96, 94.5, 95.5), (95.5, 96, 95, 95.5)]
     assert 101 * 95 <= CASH < 101 * 100

@@ -1,4 +1,9 @@
-"""SimBroker: backtrader's BackBroker with bracket children live from the entry bar."""
+"""SimBroker: backtrader's BackBroker with the fill model of docs/backtesting.md.
+
+Departures from stock BackBroker: bracket children live from the entry bar, limit orders
+fill without slippage, the cash check happens at the fill (not at the signal close),
+reduce-only orders, and cancel/amend of orders submitted on the current bar.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +68,39 @@ class SimBroker(bt.brokers.BackBroker):
             self._plain_cache = cached = (len(self.comminfo), plain)
         return cached[1]
 
+    def check_submitted(self) -> None:
+        """Accept the orders submitted since the last bar; their cash is checked at the fill.
+
+        Stock backtrader pseudo-executes each new order at ``order.created.price`` (the
+        signal close for a market order) and rejects it if the cash would go negative. The
+        documented rule is the cash *at the fill*: a market entry fills at the next open,
+        so a gap can make an order affordable that the close refused, or the reverse.
+        `_execute` already refuses the opening part of a real fill that the cash cannot pay
+        (status Margin, OCO siblings and bracket children cancelled); that is the check.
+        """
+        while self.submitted:
+            order = self.submitted.popleft()
+            if self._take_children(order) is not None:  # None: orphan child, rejected
+                self.submit_accept(order)
+
+    def _try_exec_limit(
+        self, order: bt.Order, popen: float, phigh: float, plow: float, plimit: float
+    ) -> None:
+        """Fill a limit at its price, or at the open when the bar opens beyond it; never slip.
+
+        Stock backtrader slips a gap fill (open plus slippage, capped at the limit) when
+        ``slip_open`` is set, which market orders and stops need.
+        """
+        if order.isbuy():
+            if popen <= plimit:
+                self._execute(order, ago=0, price=popen)
+            elif plow <= plimit:
+                self._execute(order, ago=0, price=plimit)
+        elif popen >= plimit:
+            self._execute(order, ago=0, price=popen)
+        elif phigh >= plimit:
+            self._execute(order, ago=0, price=plimit)
+
     def _try_exec(self, order: bt.Order) -> None:
         if order.info.get("reduce_only") and not self._fit_reduce_only(order):
             return
@@ -98,6 +136,21 @@ class SimBroker(bt.brokers.BackBroker):
             return True
         return super().cancel(order, bracket=bracket)
 
+    def _ococheck(self, order: bt.Order) -> None:
+        """Cancel the other members of the order's OCO group, pending or submitted on this bar.
+
+        Stock backtrader looks only in the pending queue, so cancelling an OCO member in the
+        bar it was submitted (see `cancel`) would leave its siblings to be accepted and fill.
+        """
+        group = self._ocol.pop(self._ocos.get(self._ocos[order.ref]), None)
+        if not group:
+            return
+        for queue in (self.pending, self.submitted):
+            for other in [o for o in queue if o is not None and o.ref in group and o is not order]:
+                queue.remove(other)
+                other.cancel()
+                self.notify(other)
+
     def modify(self, order: bt.Order, *, price: float) -> bool:
         """Move the trigger (stop) or limit price of a pending order in place.
 
@@ -123,7 +176,9 @@ def configure_broker(
     broker.setcash(cash)
     broker.setcommission(commission=commission_rate)
     if base_slippage > 0:
-        # slip_match: a slipped price never leaves the bar's range; limits fill at their price.
+        # slip_open: market fills at the open and stops gapped through slip too.
+        # slip_match without slip_out: a slipped price is clipped to the bar's range.
+        # Limits never slip (SimBroker._try_exec_limit).
         kwargs = dict(slip_open=True, slip_limit=False, slip_match=True, slip_out=False)
         if slippage_model == "fixed":
             broker.set_slippage_fixed(base_slippage, **kwargs)
