@@ -11,7 +11,8 @@ With ``hl2 = (high + low) / 2`` and ``A`` = Wilder ATR(period) (TA-Lib), the bas
 In an uptrend (direction +1) the direction turns to -1 when ``close[t] < lower[t]``; in a
 downtrend it turns to +1 when ``close[t] > upper[t]``. The line is the lower band in an
 uptrend and the upper band in a downtrend. On the first bar with an ATR the final bands are
-the basic ones and the direction is +1 unless the close is already below the lower band.
+the basic ones and the direction is +1 if the close is at or above ``hl2`` (nearer the upper
+band), else -1: with no history, the bar itself says which side the price is on.
 
 Warm-up: ATR(period) first exists at bar ``period`` (it needs ``period`` true ranges, the first
 of which needs a previous close), so line and direction are NaN before index ``period``.
@@ -56,7 +57,7 @@ def supertrend(
     out_dir = [math.nan] * n
     t0 = period
     upper, lower = bu[t0], bl[t0]
-    d = -1.0 if cl[t0] < lower else 1.0
+    d = 1.0 if cl[t0] >= float(hl2[t0]) else -1.0
     out_line[t0], out_dir[t0] = (lower if d > 0 else upper), d
     for t in range(t0 + 1, n):
         prev_close = cl[t - 1]
@@ -142,7 +143,7 @@ class SuperTrend(bt.Indicator):
         bu, bl = hl2 + mult * atr, hl2 - mult * atr
         if n - 1 == period:
             upper, lower = bu, bl
-            direction = -1.0 if c < lower else 1.0
+            direction = 1.0 if c >= hl2 else -1.0
         else:
             if bl > lower or prev_close < lower:
                 lower = bl

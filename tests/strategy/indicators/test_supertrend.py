@@ -46,7 +46,7 @@ def ref_supertrend(
     direction = pd.Series(np.nan, index=df.index)
     for t in range(period, len(df)):
         if t == period:
-            on_lower = not close.iloc[t] < lower.iloc[t]
+            on_lower = close.iloc[t] >= hl2.iloc[t]  # no history: the side of the bar's midpoint
         else:
             if not (basic_dn.iloc[t] > lower.iloc[t - 1] or close.iloc[t - 1] < lower.iloc[t - 1]):
                 lower.iloc[t] = lower.iloc[t - 1]
@@ -72,7 +72,7 @@ def run(df: pd.DataFrame, **kw: float) -> tuple[np.ndarray, np.ndarray]:
 HAND_BARS = [
     (101, 99, 100),
     (101, 99, 100),
-    (102, 100, 101),  # 2: first ATR; bands 99 / 103; up, line 99
+    (102, 100, 101.5),  # 2: first ATR; bands 99 / 103; close above the midpoint 101: up, line 99
     (103, 101, 102),  # 3: basic lower 100 > 99 rises; upper stays 103 (basic 104)
     (102, 100, 100.5),  # 4: basic lower 99 < 100: the support holds at 100
     (101, 99, 99.5),  # 5: close 99.5 < lower 100: turns down; upper min(102, 103) = 102
@@ -112,6 +112,29 @@ def test_uptrend_line_never_falls_and_downtrend_line_never_rises() -> None:
     step = np.diff(line)[same] * direction[1:][same]
     assert (step >= 0).all()  # the ratchet: support only rises, resistance only falls
     assert 20 < int(np.sum(direction[1:] != direction[:-1]) - 1) < 500  # it does flip
+
+
+@pytest.mark.parametrize(("close", "expected"), [(100.5, 1.0), (100.0, 1.0), (99.5, -1.0)])
+def test_first_bar_direction_is_the_side_of_the_bar_midpoint(close: float, expected: float) -> None:
+    """Bar 1 is the first with ATR(1); its midpoint is (101 + 99) / 2 = 100 (a tie counts as up)."""
+    df = pd.DataFrame(
+        [(101, 99, 100), (101, 99, close)], columns=["high", "low", "close"], dtype=float
+    )
+    line, direction = run(df, period=1, multiplier=1.0)
+    assert direction[1] == expected
+    assert line[1] == (100.0 - 2.0 if expected > 0 else 100.0 + 2.0)  # midpoint -/+ ATR(1) = TR = 2
+
+
+def test_mirrored_prices_give_the_opposite_trend() -> None:
+    """Reflecting prices (p -> 400 - p, high <-> low) keeps true ranges: up and down swap."""
+    df = generate_ohlcv(2000, seed=9, timeframe="1h")
+    mirrored = pd.DataFrame(
+        {"high": 400 - df["low"], "low": 400 - df["high"], "close": 400 - df["close"]}
+    )
+    line, direction = run(df)
+    m_line, m_direction = run(mirrored)
+    np.testing.assert_array_equal(m_direction[10:], -direction[10:])
+    np.testing.assert_allclose(m_line[10:], 400 - line[10:], rtol=1e-9)
 
 
 # --------------------------------------------------------------------------- reference, warm-up

@@ -2,5 +2,12 @@
 
 from strategy.mixins.entry.rsi_bb import RSIOrBBEntryMixin
 from strategy.mixins.entry.rsi_bb_volume import RSIBBVolumeEntryMixin
+from strategy.mixins.entry.rsi_ichimoku import RSIIchimokuEntryMixin
+from strategy.mixins.entry.rsi_volume_supertrend import RSIVolumeSuperTrendEntryMixin
 
-__all__ = ["RSIBBVolumeEntryMixin", "RSIOrBBEntryMixin"]
+__all__ = [
+    "RSIBBVolumeEntryMixin",
+    "RSIIchimokuEntryMixin",
+    "RSIOrBBEntryMixin",
+    "RSIVolumeSuperTrendEntryMixin",
+]
