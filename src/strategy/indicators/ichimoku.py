@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import backtrader as bt
 import numpy as np
@@ -92,7 +93,7 @@ def ichimoku(
 class Ichimoku(bt.Indicator):
     """Causal Ichimoku on a data feed's high, low and close (see the module docstring)."""
 
-    lines = ("tenkan", "kijun", "senkou_a", "senkou_b", "chikou_ref")
+    lines: Any = ("tenkan", "kijun", "senkou_a", "senkou_b", "chikou_ref")  # bt turns it into Lines
     params = (("tenkan", 9), ("kijun", 26), ("senkou_b", 52), ("displacement", 26))
 
     def __init__(self) -> None:

@@ -22,6 +22,7 @@ Every value at t depends only on bars 0..t.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import backtrader as bt
 import numpy as np
@@ -88,7 +89,7 @@ class SuperTrend(bt.Indicator):
     Lines: ``supertrend`` (the band to trail) and ``direction`` (+1 up, -1 down).
     """
 
-    lines = ("supertrend", "direction")
+    lines: Any = ("supertrend", "direction")  # bt turns it into Lines
     params = (("period", 10), ("multiplier", 3.0))
 
     def __init__(self) -> None:
