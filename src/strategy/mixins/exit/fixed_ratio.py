@@ -31,7 +31,9 @@ class FixedRatioExitMixin(ExitMixin):
         x_atr_multiplier: float | None = Field(
             None, gt=0, description="Risk unit in ATRs at the signal bar."
         )
-        x_atr_period: int = Field(14, ge=1, description="ATR period (Wilder), with x_atr_multiplier.")
+        x_atr_period: int = Field(
+            14, ge=1, description="ATR period (Wilder), with x_atr_multiplier."
+        )
         x_risk_reward: float = Field(2.0, gt=0, description="Target distance in risk units.")
 
         @model_validator(mode="after")

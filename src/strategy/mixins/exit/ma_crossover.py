@@ -1,4 +1,4 @@
-"""MACrossoverExitMixin: close when the fast moving average crosses the slow one against the position."""
+"""MACrossoverExitMixin: close when the fast MA crosses the slow MA against the position."""
 
 from __future__ import annotations
 
@@ -33,9 +33,8 @@ class MACrossoverExitMixin(ExitMixin):
         @model_validator(mode="after")
         def _fast_below_slow(self) -> Self:
             if self.x_fast_period >= self.x_slow_period:
-                raise ValueError(
-                    f"x_fast_period ({self.x_fast_period}) must be below x_slow_period ({self.x_slow_period})"
-                )
+                fast, slow = self.x_fast_period, self.x_slow_period
+                raise ValueError(f"x_fast_period ({fast}) must be below x_slow_period ({slow})")
             return self
 
     def prepare(self, bars: Bars) -> None:

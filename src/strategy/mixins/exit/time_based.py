@@ -39,12 +39,14 @@ class TimeBasedExitMixin(ExitMixin):
     description = "Close after a number of bars, a duration, or at a daily UTC session close."
 
     class Params(ExitParams):
-        x_max_bars: int | None = Field(None, ge=1, description="Bars held at most (from the entry fill).")
+        x_max_bars: int | None = Field(
+            None, ge=1, description="Bars held at most (from the entry fill)."
+        )
         x_max_duration: str | None = Field(
             None, description="Time held at most, as a timeframe string (e.g. 36h, 90m, 2d)."
         )
         x_session_close: str | None = Field(
-            None, description="Daily session close 'HH:MM' in UTC: close positions when it is reached."
+            None, description="Daily session close 'HH:MM' in UTC: close positions when reached."
         )
 
         @field_validator("x_max_duration")
@@ -63,7 +65,7 @@ class TimeBasedExitMixin(ExitMixin):
 
         @model_validator(mode="after")
         def _one_rule(self) -> Self:
-            if self.x_max_bars is None and self.x_max_duration is None and self.x_session_close is None:
+            if (self.x_max_bars, self.x_max_duration, self.x_session_close) == (None, None, None):
                 raise ValueError("set at least one of x_max_bars, x_max_duration, x_session_close")
             return self
 
