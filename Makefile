@@ -1,5 +1,5 @@
 # make demo: create .venv, install atf, backtest the default bot on generated data, write a report.
-# make test: create .venv, install atf with test extras, run the whole suite.
+# make test: create .venv, install atf with its test and ml extras, run the whole suite.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PIP) install --quiet -e .
 	touch $@
 
+# torch first, by exact version: the CPU build on this disk; anything else pulls the CUDA build.
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[test,ml]'
 	touch $(VENV)/.installed $@
 
 demo: $(VENV)/.installed
