@@ -1,12 +1,16 @@
 """The rsi_bb_atr rules written as a plain backtrader strategy: the benchmark baseline.
 
-Built-in indicators (RSI, BollingerBands, ATR) and the stock PandasData feed, the way a
-backtrader user writes it. It uses atf's SimBroker (stock BackBroker plus bracket children
-live on the entry bar) so that both runs see identical fills and must produce identical
-trades; what differs is the feed, the indicators and the strategy loop.
+Built-in indicators (RSI, BollingerBands, ATR), the stock PandasData feed, `buy_bracket`
+for the entry, and cancel-and-resend to move the stop (stock backtrader has no order
+amend): the way a backtrader user writes it. It runs on atf's SimBroker (BackBroker with
+the fill model of docs/backtesting.md) so that both engines see identical fills and must
+produce identical trades; what differs is the feed, the indicators, the strategy loop and
+the order handling.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import backtrader as bt
 
@@ -23,18 +27,80 @@ class PlainRsiBbAtr(bt.Strategy):
         ("tp_mult", 3.0),
         ("be_trigger", 1.0),
         ("percent", 0.1),
+        ("max_percent", 1.0),
         ("max_position", 0.2),
         ("risk_per_trade", 0.02),
     )
 
+    @classmethod
+    def params_from(cls, cfg: Any) -> dict[str, Any]:
+        """Map a BotConfig of the rsi_bb_atr shape to this strategy's params; refuse any other shape.
+
+        The baseline implements one rule set; anything it does not implement would make the
+        "same trades" check compare different bots.
+        """
+        s, risk = cfg.strategy, cfg.risk_management
+        sizing = s.resolved_sizing()
+        if [m.name for m in s.entry_mixins] != ["RSIOrBBEntryMixin"] or [
+            m.name for m in s.exit_mixins
+        ] != ["AdvancedATRExitMixin"]:
+            raise ValueError(
+                "the plain baseline implements RSIOrBBEntryMixin + AdvancedATRExitMixin only"
+            )
+        e, x = s.entry_mixins[0].parameters, s.exit_mixins[0].parameters
+        unsupported = {
+            "direction": s.direction != "long",
+            "sizing": sizing.method != "percent_equity" or bool(sizing.lot_size),
+            "x_trailing_enabled": not x.get("x_trailing_enabled", True),
+            "x_breakeven_enabled": not x.get("x_breakeven_enabled", True),
+            "x_breakeven_offset": bool(x.get("x_breakeven_offset", 0.0)),
+            "x_trail_multiplier": x.get("x_trail_multiplier") is not None,
+            "x_trail_use_current_atr": bool(x.get("x_trail_use_current_atr", False)),
+            "x_partial_tp_multiplier": bool(x.get("x_partial_tp_multiplier", 0.0)),
+            "x_tp_multiplier": x.get("x_tp_multiplier", 3.0) <= 0,
+        }
+        bad = [k for k, v in unsupported.items() if v]
+        if bad:
+            raise ValueError(f"the plain baseline does not implement: {', '.join(bad)}")
+        return {
+            "rsi_period": e.get("e_rsi_period", 14),
+            "oversold": e.get("e_rsi_oversold", 30.0),
+            "bb_period": e.get("e_bb_period", 20),
+            "bb_dev": e.get("e_bb_dev", 2.0),
+            "cooldown": e.get("e_cooldown_bars", 0),
+            "atr_period": x.get("x_atr_period", 14),
+            "sl_mult": x.get("x_sl_multiplier", 2.0),
+            "tp_mult": x.get("x_tp_multiplier", 3.0),
+            "be_trigger": x.get("x_breakeven_trigger", 1.0),
+            "percent": sizing.percent,
+            "max_percent": sizing.max_percent,
+            "max_position": risk.max_position_size
+            if risk.max_position_size is not None
+            else float("inf"),
+            "risk_per_trade": risk.risk_per_trade
+            if risk.risk_per_trade is not None
+            else float("inf"),
+        }
+
     def __init__(self) -> None:
         self.rsi = bt.ind.RSI(self.data.close, period=self.p.rsi_period)
-        self.bb = bt.ind.BollingerBands(self.data.close, period=self.p.bb_period, devfactor=self.p.bb_dev)
+        self.bb = bt.ind.BollingerBands(
+            self.data.close, period=self.p.bb_period, devfactor=self.p.bb_dev
+        )
         self.atr = bt.ind.ATR(self.data, period=self.p.atr_period)
-        self.trades_out: list[tuple] = []
-        self.entry_order = self.stop_order = self.tp_order = None
+        # (entry bar, exit bar, entry price, exit price, quantity, exit reason)
+        self.trades_out: list[tuple[int, int, float, float, float, str]] = []
+        self.entry_order: bt.Order | None = None
+        self.stop_order: bt.Order | None = None
+        self.tp_order: bt.Order | None = None
         self.last_exit = -(10**9)
         self.in_trade = False
+        # The open trade: set when the entry is sent or fills.
+        self.atr0 = self.stop_px = self.target = 0.0
+        self.entry_price = self.qty = self.best = 0.0
+        self.entry_i = 0
+        self.stop_reason = "stop_loss"
+        self.be_done = False
 
     def next(self) -> None:
         i = len(self.data) - 1
@@ -52,7 +118,7 @@ class PlainRsiBbAtr(bt.Strategy):
         stop, target = close - self.p.sl_mult * atr, close + self.p.tp_mult * atr
         equity = self.broker.getvalue()
         qty = equity * self.p.percent / close
-        qty = min(qty, equity / close, equity * self.p.max_position / close)
+        qty = min(qty, equity * self.p.max_percent / close, equity * self.p.max_position / close)
         qty = min(qty, equity * self.p.risk_per_trade / (close - stop))
         self.atr0, self.stop_px, self.target = atr, stop, target
         self.stop_reason = "stop_loss"
@@ -78,20 +144,36 @@ class PlainRsiBbAtr(bt.Strategy):
             self.stop_px = stop
             self.broker.cancel(self.stop_order)  # cancels the target with it
             self.stop_order = self.sell(size=self.qty, exectype=bt.Order.Stop, price=stop)
-            self.tp_order = self.sell(size=self.qty, exectype=bt.Order.Limit, price=self.target, oco=self.stop_order)
+            self.tp_order = self.sell(
+                size=self.qty, exectype=bt.Order.Limit, price=self.target, oco=self.stop_order
+            )
 
     def notify_order(self, order: bt.Order) -> None:
         if order.status != order.Completed:
-            if self.entry_order is not None and order.ref == self.entry_order.ref and not order.alive():
+            if (
+                self.entry_order is not None
+                and order.ref == self.entry_order.ref
+                and not order.alive()
+            ):
                 self.entry_order, self.in_trade = None, False
             return
         i = len(self.data) - 1
         if self.entry_order is not None and order.ref == self.entry_order.ref:
             self.entry_order = None
-            self.entry_price, self.qty, self.entry_i = order.executed.price, abs(order.executed.size), i
+            self.entry_price, self.qty, self.entry_i = (
+                order.executed.price,
+                abs(order.executed.size),
+                i,
+            )
             self.best = self.entry_price
-        elif order.ref == self.stop_order.ref or order.ref == self.tp_order.ref:
+        elif (
+            self.stop_order is not None
+            and self.tp_order is not None
+            and (order.ref in (self.stop_order.ref, self.tp_order.ref))
+        ):
             reason = self.stop_reason if order.ref == self.stop_order.ref else "take_profit"
-            self.trades_out.append((self.entry_i, i, self.entry_price, order.executed.price, self.qty, reason))
+            self.trades_out.append(
+                (self.entry_i, i, self.entry_price, order.executed.price, self.qty, reason)
+            )
             self.in_trade = False
             self.last_exit = i
