@@ -169,7 +169,7 @@ class ExitMixin(_Mixin):
 
     def on_bar(self, trade: OpenTrade, i: int) -> ExitPlan:
         """Return the levels (or an exit) after the close of bar i, with the position open."""
-        return ExitPlan(stop=trade.stop, take_profit=trade.take_profit)
+        return ExitPlan(trade.stop, trade.stop_reason, trade.take_profit, trade.take_profit_reason)
 
 
 def combine(plans: list[ExitPlan], side: Side) -> ExitPlan:
