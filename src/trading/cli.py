@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from trading.cli_models import models_app
 from trading.cli_strategy import lookahead, mixins_app
 from trading.exceptions import ATFError, ConfigError
 
@@ -23,6 +24,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 app.add_typer(mixins_app, name="mixins")
+app.add_typer(models_app, name="models")
 app.command("lookahead")(lookahead)
 
 console = Console()

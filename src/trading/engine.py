@@ -147,8 +147,20 @@ def run_backtest(
             "refusals": dict(sorted(strat.refusals.items())),
             "decisions": len(strat.decisions),
             "run_at": datetime.now(timezone.utc).isoformat(),
+            **_mixin_diagnostics(strat),
         },
     )
+
+
+def _mixin_diagnostics(strat: BaseStrategy) -> dict[str, dict[str, dict[str, object]]]:
+    """Collect the mixins' own summaries as {"mixins": {symbol: {mixin name: ...}}}, if any."""
+    out: dict[str, dict[str, object]] = {}
+    for book in strat.books:
+        for m in (*book.entries, *book.exits):
+            d = m.diagnostics()
+            if d is not None:
+                out.setdefault(book.symbol, {})[m.name] = d
+    return {"mixins": out} if out else {}
 
 
 def _nums_to_times(nums: list[float]) -> pd.DatetimeIndex:

@@ -129,6 +129,10 @@ class _Mixin:
         """Return the number of bars before this mixin's decisions are valid."""
         return 0
 
+    def diagnostics(self) -> dict[str, Any] | None:
+        """Return a small JSON-ready summary for the result's diagnostics, or None (the default)."""
+        return None
+
 
 class EntryMixin(_Mixin):
     """Decides whether to open a position at the close of bar i."""

@@ -22,6 +22,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from trading.analytics.regime_band import add_regime_band, regime_changes
 from trading.results import BacktestResult, TradeRecord
 
 __all__ = [
@@ -468,6 +469,8 @@ def build_figure(
                     row=row,
                     col=1,
                 )
+        if df is not None and not df.empty:
+            add_regime_band(fig, regime_changes(result.diagnostics, sym), df.index[-1], row)
         sym_trades = [t for t in result.trades if t.symbol == sym]
         longs = [t for t in sym_trades if t.side == "long"]
         shorts = [t for t in sym_trades if t.side != "long"]
