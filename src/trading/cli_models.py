@@ -21,7 +21,8 @@ def models_list() -> None:
     cache = ModelCache()
     entries = list(cache.entries())
     table = Table(title=f"{len(entries)} models in {cache.root}", title_justify="left")
-    for col in ("key", "model", "train start", "train end", "bars", "val loss", "size", "created"):
+    table.add_column("key", no_wrap=True, min_width=12)
+    for col in ("model", "train start", "train end", "bars", "val loss", "size", "created"):
         table.add_column(col, overflow="fold")
     total = 0
     for e in entries:
@@ -29,7 +30,7 @@ def models_list() -> None:
         total += e.size_bytes
         val = m.get("val_loss")
         table.add_row(
-            e.key, str(m.get("model", "")), str(m.get("train_start", "")), str(m.get("train_end", "")),
+            e.key[:12], str(m.get("model", "")).removesuffix("EntryMixin"), str(m.get("train_start", "")), str(m.get("train_end", "")),
             str(m.get("bars", "")), f"{val:.4f}" if isinstance(val, float) else "—",
             f"{e.size_bytes / 1024:.1f} KiB", datetime.fromtimestamp(e.modified).strftime("%Y-%m-%d %H:%M"),
         )

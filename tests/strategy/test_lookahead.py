@@ -69,6 +69,21 @@ PARAMS: dict[str, list[dict[str, Any]]] = {
             "e_vol_multiplier": 1.0,
         },
     ],
+    # Walk-forward ML: tiny windows and networks keep each fit to a few tens of milliseconds.
+    "HMMLSTMEntryMixin": [
+        {
+            "e_train_bars": 80,
+            "e_retrain_every": 20,
+            "e_horizon": 2,
+            "e_threshold": 0.5,
+            "e_feature_window": 6,
+            "e_seq_len": 6,
+            "e_hidden": 4,
+            "e_epochs": 2,
+            "e_hmm_states": 2,
+            "e_hmm_iter": 5,
+        }
+    ],
     "AdvancedATRExitMixin": [
         {
             "x_atr_period": 5,

@@ -112,6 +112,7 @@ def fit_hmm(obs: np.ndarray, *, n_states: int, n_iter: int, seed: int, regime_by
     # collapse onto one another in the first iterations.
     km = KMeans(n_clusters=n_states, n_init=4, random_state=seed).fit(obs)
     labels = km.labels_
+    model.n_features = obs.shape[1]
     model.means_ = km.cluster_centers_
     model.covars_ = np.array([
         obs[labels == k].var(axis=0) + 1e-3 if np.sum(labels == k) > 1 else obs.var(axis=0) + 1e-3
@@ -125,20 +126,21 @@ def fit_hmm(obs: np.ndarray, *, n_states: int, n_iter: int, seed: int, regime_by
     logger = logging.getLogger("hmmlearn.base")
     level = logger.level
     logger.setLevel(logging.ERROR)
+    start = (model.startprob_.copy(), model.transmat_.copy(), model.means_.copy(), model._covars_.copy())
     try:
         model.fit(obs)
-        ll = float(model.score(obs))
+    except ValueError:
+        # EM emptied a state (a short, quiet window): keep the k-means start instead.
+        model.startprob_, model.transmat_, model.means_, model._covars_ = start
     finally:
         logger.setLevel(level)
     means = np.asarray(model.means_, dtype=np.float64)
     variances = np.diagonal(np.asarray(model.covars_, dtype=np.float64), axis1=1, axis2=2).copy()
     startprob = np.asarray(model.startprob_, dtype=np.float64)
-    transmat = np.asarray(model.transmat_, dtype=np.float64)
-    # A state never visited in the window leaves NaN rows; make it unreachable instead.
-    if not np.all(np.isfinite(transmat)):
-        transmat = np.where(np.isfinite(transmat), transmat, 0.0)
-        rows = transmat.sum(axis=1, keepdims=True)
-        transmat = np.where(rows > 0, transmat / np.where(rows > 0, rows, 1.0), 1.0 / n_states)
+    # A state never visited in the window leaves a NaN or zero row; make it uniform instead.
+    transmat = np.where(np.isfinite(model.transmat_), model.transmat_, 0.0)
+    rows = transmat.sum(axis=1, keepdims=True)
+    transmat = np.where(rows > 0, transmat / np.where(rows > 0, rows, 1.0), 1.0 / n_states)
     startprob = np.where(np.isfinite(startprob), startprob, 0.0)
     startprob = startprob / startprob.sum() if startprob.sum() > 0 else np.full(n_states, 1.0 / n_states)
     return HMMRegimes(
@@ -147,5 +149,13 @@ def fit_hmm(obs: np.ndarray, *, n_states: int, n_iter: int, seed: int, regime_by
         means=means,
         variances=variances,
         regimes=tuple(_map_states(means, regime_by)),
-        log_likelihood=ll,
+        log_likelihood=_log_likelihood(model, obs),
     )
+
+
+def _log_likelihood(model: object, obs: np.ndarray) -> float:
+    """Return the fitted model's log-likelihood of the window (NaN if it cannot be scored)."""
+    try:
+        return float(model.score(obs))  # type: ignore[attr-defined]
+    except ValueError:
+        return float("nan")
