@@ -7,7 +7,7 @@ cerebro preloads, copies each column straight into the line buffers. Without pre
 
 Once preloaded, the per-bar work left to a feed is moving its line cursors (`advance`) and
 telling cerebro the next bar's time (`advance_peek`). Stock backtrader does both through
-several layers of proxies and properties, about 40 % of an empty strategy's run time;
+several layers of proxies and properties, about a third of an empty strategy's run time;
 NumpyFeed does them on the line buffers directly.
 """
 
