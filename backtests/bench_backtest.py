@@ -38,6 +38,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CONFIG = ROOT / "config" / "strategies" / "rsi_bb_atr.yaml"
+# Three entries and three exits: the cost of composing mixins (atf only; no plain twin).
+CONFIG_3X3 = ROOT / "config" / "strategies" / "three_by_three.yaml"
 # The team's shared real-data folder sits next to the repository.
 REAL_DATA = ROOT.parent / "shared" / "data" / "binance_btcusdt_5m.csv"
 ENGINES = ("plain", "atf")
@@ -77,12 +79,12 @@ def worker(engine: str, case: str) -> dict[str, Any]:
     from trading.config import load_config
     from trading.engine import run_backtest
 
-    cfg = load_config(CONFIG)
+    cfg = load_config(CONFIG_3X3 if engine == "atf3x3" else CONFIG)
     df = _load_bars(case)
     naive = df.tz_localize(None)  # PandasData wants naive UTC times; prepared outside the timing
     mb_before = _peak_mb()
     t0, c0 = time.perf_counter(), time.process_time()
-    if engine == "atf":
+    if engine in ("atf", "atf3x3"):
         res = run_backtest(cfg, {"BTCUSDT": df})
         end = time.perf_counter(), time.process_time()
         # The end-of-data close is a mark-to-market, not an order: the baseline has none.
@@ -199,6 +201,8 @@ def _bench_case(case: str, label: str, repeat: int) -> dict[str, Any]:
             file=sys.stderr,
             flush=True,
         )
+    composed = [run_child("atf3x3", case) for _ in range(repeat)]
+    best3 = min(composed, key=lambda x: x["seconds"])
     best = {e: min(runs[e], key=lambda x: x["seconds"]) for e in ENGINES}
     best_cpu = {e: min(x["cpu_seconds"] for x in runs[e]) for e in ENGINES}
     digests = {x["digest"] for e in ENGINES for x in runs[e]}
@@ -216,7 +220,13 @@ def _bench_case(case: str, label: str, repeat: int) -> dict[str, Any]:
         "plain_trades": best["plain"]["trades"],
         "atf_trades": best["atf"]["trades"],
         "same_trades": len(digests) == 1,
-        "runs": runs,
+        "atf3x3_bars_per_s": best3["bars_per_s"],
+        "atf3x3_trades": best3["trades"],
+        # Per trade, not per mixin, dominates: both-sided 3+3 trades about twice as often.
+        "atf3x3_us_per_trade_over_1x1": (
+            (best3["seconds"] - best["atf"]["seconds"]) / max(1, best3["trades"] - best["atf"]["trades"]) * 1e6
+        ),
+        "runs": {**runs, "atf3x3": composed},
     }
 
 
@@ -239,6 +249,20 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f"| {r['data']} | {r['bars']:,} | {r['plain_bars_per_s']:,.0f} | {r['atf_bars_per_s']:,.0f} | "
             f"**{r['speedup']:.2f}×** | {rng} | {r['speedup_cpu']:.2f}× | {r['plain_peak_mb']:,.0f} | "
             f"{r['atf_peak_mb']:,.0f} | {trades} | {'yes' if r['same_trades'] else 'NO'} |"
+        )
+    return "\n".join(lines)
+
+
+def _composition_table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| data | bars | rsi_bb_atr (1+1 mixins) bars/s | trades | three_by_three (3+3) bars/s | trades "
+        "| extra time per extra trade |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['data']} | {r['bars']:,} | {r['atf_bars_per_s']:,.0f} | {r['atf_trades']:,} | "
+            f"{r['atf3x3_bars_per_s']:,.0f} | {r['atf3x3_trades']:,} | {r['atf3x3_us_per_trade_over_1x1']:,.0f} µs |"
         )
     return "\n".join(lines)
 
@@ -297,6 +321,7 @@ def main() -> int:
     machine["load_avg_1min"] = load  # at the start and after each data set
 
     print(_table(rows))
+    print("\n" + _composition_table(rows))
     print(
         f"\n{machine['cpus']} CPUs ({machine['cpu_model']}), Python {machine['python']}, "
         f"backtrader {machine['versions']['backtrader']}, commit {machine['git_commit']}"
