@@ -1,0 +1,100 @@
+"""Trading events: immutable, UTC, and lossless through the JSON codec."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+import pytest
+
+from trading.events import (
+    BotStarted,
+    BotStopped,
+    Event,
+    Halted,
+    OrderAccepted,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderModified,
+    OrderPartiallyFilled,
+    OrderPendingCancel,
+    OrderRejected,
+    OrderSubmitted,
+    Resumed,
+    RiskDenied,
+    RiskWarning,
+    TradeClosed,
+    TradeOpened,
+    decode_event,
+    encode_event,
+)
+from trading.orders import ClientOrderId, OrderSide, OrderType
+from trading.positions import PositionSide
+
+T = datetime(2024, 3, 1, 12, 30, tzinfo=timezone.utc)
+ID = ClientOrderId("atf-abc-entry-0")
+
+
+def fill_fields() -> dict:
+    return dict(
+        ts=T, client_order_id=ID, symbol="BTCUSDT", side=OrderSide.BUY, last_qty=Decimal("0.5"),
+        last_price=Decimal("42000.10"), fee=Decimal("0.021"), filled_qty=Decimal("0.5"),
+        remaining_qty=Decimal("0.5"), avg_price=Decimal("42000.10"), trade_id="t-1",
+    )
+
+
+EXAMPLES: list[Event] = [
+    OrderSubmitted(ts=T, client_order_id=ID, symbol="BTCUSDT", side=OrderSide.SELL, order_type=OrderType.STOP_LIMIT,
+                   quantity=Decimal("1.25"), price=Decimal("99.5"), stop_price=Decimal("100"),
+                   parent_id=ClientOrderId("p-1"), oco_id=None, tag="stop_loss"),
+    OrderAccepted(ts=T, client_order_id=ID, symbol="BTCUSDT", venue_order_id="V123"),
+    OrderPartiallyFilled(**fill_fields()),
+    OrderFilled(**{**fill_fields(), "remaining_qty": Decimal(0)}),
+    OrderPendingCancel(ts=T, client_order_id=ID, symbol="BTCUSDT", reason="OCO"),
+    OrderCancelled(ts=T, client_order_id=ID, symbol="BTCUSDT", reason="user", filled_qty=Decimal("0.3")),
+    OrderModified(ts=T, client_order_id=ID, symbol="BTCUSDT", quantity=Decimal(2), stop_price=Decimal("95.5")),
+    OrderRejected(ts=T, client_order_id=ID, symbol="BTCUSDT", reason="INSUFFICIENT_FUNDS"),
+    OrderExpired(ts=T, client_order_id=ID, symbol="BTCUSDT"),
+    TradeOpened(ts=T, trade_id="t", symbol="ETH", side=PositionSide.SHORT, quantity=Decimal(3), entry_price=Decimal("2000")),
+    TradeClosed(ts=T, trade_id="t", symbol="ETH", side=PositionSide.LONG, quantity=Decimal(3), entry_price=Decimal("2000"),
+                exit_price=Decimal("2100"), realised_pnl=Decimal("300"), fees=Decimal("1.5")),
+    RiskDenied(ts=T, symbol="ETH", side=OrderSide.BUY, quantity=Decimal(1), reason="MAX_POSITIONS", detail="3 > 2"),
+    RiskWarning(ts=T, control="LEVERAGE_LIMIT", value=Decimal("1.7"), limit=Decimal(2), fraction=Decimal("0.85"), symbol="ETH"),
+    Halted(ts=T, reason="MAX_DAILY_LOSS", until=T + timedelta(hours=11, minutes=30)),
+    Resumed(ts=T, reason="RESUME_COMMAND"),
+    BotStarted(ts=T, bot="rsi_bb_atr", mode="paper"),
+    BotStopped(ts=T, bot="rsi_bb_atr", reason="signal"),
+]
+
+
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: type(e).__name__)
+def test_every_event_survives_a_json_round_trip_unchanged(event: Event) -> None:
+    text = json.dumps(encode_event(event))
+    back = decode_event(json.loads(text))
+    assert back == event and type(back) is type(event)
+
+
+def test_decimal_values_are_encoded_as_exact_strings() -> None:
+    data = encode_event(EXAMPLES[2])
+    assert data["type"] == "OrderPartiallyFilled"
+    assert data["last_price"] == "42000.10" and data["client_order_id"] == "atf-abc-entry-0"
+    assert data["side"] == "buy" and data["ts"] == "2024-03-01T12:30:00+00:00"
+
+
+def test_events_are_immutable() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        EXAMPLES[1].symbol = "ETH"  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("ts", [datetime(2024, 1, 1), datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=2)))])
+def test_an_event_refuses_a_naive_or_non_utc_timestamp(ts: datetime) -> None:
+    with pytest.raises(ValueError, match="UTC"):
+        BotStarted(ts=ts, bot="b", mode="paper")
+
+
+def test_decoding_an_unknown_type_raises() -> None:
+    with pytest.raises(ValueError, match="unknown event type"):
+        decode_event({"type": "OrderTeleported", "ts": T.isoformat()})
