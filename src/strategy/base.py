@@ -85,7 +85,10 @@ class _Book:
         self.total = 0  # bars known to exist (preloaded) or 0 when streaming
         self.warmup = 0
         self.trade: OpenTrade | None = None
-        self.entry_ref: int | None = None
+        self.entry_ref: int | None = None  # the entry order while it is working
+        self.entry_ordered = 0.0  # quantity the entry asked for
+        self.entry_filled = 0.0  # quantity of it filled so far (partial fills add up)
+        self.exit_seen: dict[int, float] = {}  # exit order ref -> quantity already recorded
         self.stop_order: bt.Order | None = None  # resting exit legs (live objects)
         self.tp_order: bt.Order | None = None
         self.partial_order: bt.Order | None = None
@@ -136,6 +139,7 @@ class BaseStrategy(bt.Strategy):
         ("progress_every", 2000),
         ("slippage", None),  # (model, amount): for the end-of-data mark-to-market exit
         ("commission_rate", 0.0),
+        ("fill_model", None),  # trading.brokers.fill_model.FillModel: costs of the end-of-data exit
     )
 
     def __init__(self) -> None:
@@ -276,11 +280,16 @@ class BaseStrategy(bt.Strategy):
         then the target. Reduce-only means none can open a position if the entry fails.
         """
         entry = self.buy if trade.side is Side.LONG else self.sell
+        book.entry_ordered, book.entry_filled = trade.quantity, 0.0
         book.entry_ref = entry(data=book.data, size=trade.quantity).ref
         self._place_exits(book, trade, with_partial=True)
 
     def _place_exits(self, book: _Book, trade: OpenTrade, *, with_partial: bool) -> None:
         d, q = book.data, trade.quantity
+        if trade.is_filled and book.entry_ref is not None:
+            # The entry is partly filled and still working: cover what it may still add
+            # (reduce-only keeps each exit to the position actually held).
+            q += book.entry_ordered - book.entry_filled
         close_side = self.sell if trade.side is Side.LONG else self.buy
         stop = None
         if trade.stop is not None:
@@ -339,6 +348,7 @@ class BaseStrategy(bt.Strategy):
         trade = book.trade
         assert trade is not None
         self._cancel_protection(book, with_partial=True)
+        self._cancel_entry_rest(book)
         close_side = self.sell if trade.side is Side.LONG else self.buy
         book.exit_ref = close_side(data=book.data, size=trade.quantity, reduce_only=True).ref
         book.exit_reason = reason
@@ -351,62 +361,124 @@ class BaseStrategy(bt.Strategy):
         stop_ref = book.stop_order.ref if book.stop_order is not None else None
         tp_ref = book.tp_order.ref if book.tp_order is not None else None
         partial_ref = book.partial_order.ref if book.partial_order is not None else None
-        if order.status == order.Completed:
+        if order.status in (order.Completed, order.Partial):
+            # Partial: part of the order filled on this bar (fill model: volume cap or a
+            # random partial fill); the rest keeps working.
+            done = order.status == order.Completed
             if ref == book.entry_ref:
-                self._on_entry_fill(book, order)
+                self._on_entry_fill(book, order, done)
             elif ref == partial_ref:
-                self._on_partial_fill(book, order)
+                self._on_partial_fill(book, order, done)
             elif ref == stop_ref:
-                self._on_exit_fill(book, order, book.trade.stop_reason if book.trade else "stop_loss")
+                self._on_exit_fill(book, order, book.trade.stop_reason if book.trade else "stop_loss", done)
             elif ref == tp_ref:
-                self._on_exit_fill(book, order, book.trade.take_profit_reason if book.trade else "take_profit")
+                self._on_exit_fill(book, order, book.trade.take_profit_reason if book.trade else "take_profit", done)
             elif ref == book.exit_ref:
-                self._on_exit_fill(book, order, book.exit_reason or "exit")
-            return
-        if order.status == order.Partial:
+                self._on_exit_fill(book, order, book.exit_reason or "exit", done)
             return
         # Canceled / Margin / Rejected / Expired
         if ref == book.entry_ref:
+            book.entry_ref = None
+            if book.trade is not None and book.trade.is_filled:
+                # The rest of a partly filled entry will not fill: the trade is what did.
+                self._refuse("ENTRY_REST_" + order.getstatusname().upper())
+                book.resize_exits = True
+                return
             self._refuse("ENTRY_" + order.getstatusname().upper())
             self._cancel_protection(book, with_partial=True)
-            book.trade, book.entry_ref = None, None
+            book.trade = None
         elif ref in (stop_ref, tp_ref, partial_ref, book.exit_ref) and order.status != order.Canceled:
             self._refuse("EXIT_" + order.getstatusname().upper())
 
-    def _on_entry_fill(self, book: _Book, order: bt.Order) -> None:
+    def _on_entry_fill(self, book: _Book, order: bt.Order, done: bool = True) -> None:
+        """Open the trade on the entry's first fill; later fills of it add to the trade."""
         trade = book.trade
         assert trade is not None
-        i = book.clock.lencount - 1
-        trade.entry_index = i
-        trade.entry_price = order.executed.price
-        trade.quantity = abs(order.executed.size)
-        trade.best_price = trade.worst_price = trade.entry_price
-        book.entry_fee = order.executed.comm
-        book.entry_ref = None
+        total = abs(order.executed.size)
+        qty = total - book.entry_filled
+        if qty > 0:
+            price, fee = self._new_fill(order, first=book.entry_filled == 0)
+            if trade.entry_price is None:
+                trade.entry_index = book.clock.lencount - 1
+                trade.entry_price = price
+                trade.quantity = qty
+                trade.best_price = trade.worst_price = price
+                book.entry_fee = fee
+            else:
+                # Average entry price of what is held, as the broker's position keeps it.
+                held, prev = trade.quantity, trade.entry_price
+                trade.entry_price = (prev * held + price * qty) / (held + qty)
+                trade.quantity = held + qty
+                book.entry_fee += fee
+            book.entry_filled = total
+        if done:
+            book.entry_ref = None
 
-    def _on_partial_fill(self, book: _Book, order: bt.Order) -> None:
+    @staticmethod
+    def _new_fill(order: bt.Order, *, first: bool) -> tuple[float, float]:
+        """Return (average price, commission) of the fills this notification reports."""
+        ex = order.executed
+        if first:
+            return ex.price, ex.comm
+        bits = list(ex.iterpending())
+        qty = sum(abs(b.size) for b in bits)
+        return sum(abs(b.size) * b.price for b in bits) / qty, sum(b.comm for b in bits)
+
+    def _exit_part(self, book: _Book, order: bt.Order) -> tuple[float, float, float]:
+        """Return (quantity, price, commission) of the exit order's fills not yet recorded."""
+        seen = book.exit_seen.get(order.ref, 0.0)
+        total = abs(order.executed.size)
+        price, fee = self._new_fill(order, first=seen == 0)
+        book.exit_seen[order.ref] = total
+        return total - seen, price, fee
+
+    def _cancel_entry_rest(self, book: _Book) -> None:
+        """Cancel what is left of a partly filled entry: the trade is being closed."""
+        if book.entry_ref is None:
+            return
+        ref, book.entry_ref = book.entry_ref, None  # its Canceled notice is then not a refusal
+        for order in self.broker.get_orders_open():
+            if order.ref == ref:
+                self.broker.cancel(order)
+
+    def _record_leg(self, book: _Book, qty: float, price: float, fee: float, reason: str) -> None:
+        """Record `qty` closed at `price` as its own trade leg, with its share of the entry fee."""
+        trade = book.trade
+        assert trade is not None
+        fee_share = book.entry_fee * (qty / trade.quantity)
+        self._record(book, book.clock.lencount - 1, price, fee, reason, quantity=qty, entry_fee=fee_share)
+        book.entry_fee -= fee_share
+        trade.quantity -= qty
+
+    def _on_partial_fill(self, book: _Book, order: bt.Order, done: bool = True) -> None:
         """Record the closed part as its own trade leg; re-size the remaining exits."""
         trade = book.trade
         assert trade is not None and trade.entry_price is not None
+        self._cancel_entry_rest(book)
+        qty, price, fee = self._exit_part(book, order)
+        self._record_leg(book, qty, price, fee, trade.partial_reason)
+        if not done:
+            return  # the rest of the partial target keeps working; stop and target still cover all
         book.partial_order = None
         trade.partial_done = True
-        part = abs(order.executed.size)
-        share = part / trade.quantity
-        fee_share = book.entry_fee * share
-        self._record(book, book.clock.lencount - 1, order.executed.price, order.executed.comm,
-                     trade.partial_reason, quantity=part, entry_fee=fee_share)
-        book.entry_fee -= fee_share
-        trade.quantity -= part
         # Re-size the stop and target at this bar's close, once every fill of the bar is
         # known (the target may have filled right after the partial, on the same bar).
         book.resize_exits = True
 
-    def _on_exit_fill(self, book: _Book, order: bt.Order, reason: str) -> None:
+    def _on_exit_fill(self, book: _Book, order: bt.Order, reason: str, done: bool = True) -> None:
         trade = book.trade
         assert trade is not None and trade.entry_price is not None
-        # The sibling of a filled stop/target is cancelled by OCO; make sure no leg survives.
-        self._cancel_protection(book, with_partial=True)
-        self._record(book, book.clock.lencount - 1, order.executed.price, order.executed.comm, reason)
+        self._cancel_entry_rest(book)
+        qty, price, fee = self._exit_part(book, order)
+        if done and qty >= trade.quantity * (1 - 1e-9):
+            # The sibling of a filled stop/target is cancelled by OCO; make sure no leg survives.
+            self._cancel_protection(book, with_partial=True)
+            self._record(book, book.clock.lencount - 1, price, fee, reason)
+            return
+        # Part of the position closed (volume cap or partial fill): a leg of its own; the
+        # exits are sent again for what is left at this bar's close.
+        self._record_leg(book, qty, price, fee, reason)
+        book.resize_exits = True
 
     def _close_at_end(self, book: _Book) -> None:
         """Mark the position to the last close, net of slippage and commission (end_of_data)."""
@@ -414,11 +486,18 @@ class BaseStrategy(bt.Strategy):
         assert trade is not None
         i = book.clock.lencount - 1
         close = book.close[i]
-        model, amount = self.p.slippage or ("percent", 0.0)
-        slip = amount if model == "fixed" else close * amount
+        fm = self.p.fill_model
+        if fm is not None:
+            slip = fm.slippage(close, trade.quantity, book.data.volume[0])
+        else:
+            model, amount = self.p.slippage or ("percent", 0.0)
+            slip = amount if model == "fixed" else close * amount
         # As for a market fill: the slipped price stays inside the last bar's range.
         price = min(max(close - trade.side.sign * slip, book.low[i]), book.high[i])
-        fee = abs(trade.quantity) * price * self.p.commission_rate
+        if fm is not None:
+            fee = fm.commission(trade.quantity, price)
+        else:
+            fee = abs(trade.quantity) * price * self.p.commission_rate
         self.end_adjustment += -trade.side.sign * trade.quantity * (close - price) - fee
         self._record(book, i, price, fee, "end_of_data")
 
@@ -473,6 +552,7 @@ class BaseStrategy(bt.Strategy):
         book.exit_ref = book.exit_reason = None
         book.stop_order = book.tp_order = book.partial_order = None
         book.resize_exits = False
+        book.exit_seen.clear()
         book.last_exit = i
 
     def _refuse(self, reason: str) -> None:

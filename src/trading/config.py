@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -113,13 +113,76 @@ class StrategySection(StrictModel):
 
 
 class PaperTradingConfig(StrictModel):
-    mode: Literal["basic", "realistic", "advanced"] = "realistic"
+    """The fill model (docs/fill-model.md); keys left out take the mode's defaults."""
+
+    # Defaults each mode gives to the keys the YAML leaves out. `realistic` (the default mode,
+    # used by every shipped bot) adds only the volume cap, so existing backtests keep their fills.
+    MODE_DEFAULTS: ClassVar[dict[str, dict[str, Any]]] = {
+        "basic": {"market_impact_enabled": False, "max_volume_share": None, "latency_simulation": False,
+                  "partial_fill_probability": 0.0, "reject_probability": 0.0},
+        "realistic": {"market_impact_enabled": False, "max_volume_share": 1.0, "latency_simulation": False,
+                      "partial_fill_probability": 0.0, "reject_probability": 0.0},
+        "advanced": {"market_impact_enabled": True, "max_volume_share": 0.25, "latency_simulation": True,
+                     "partial_fill_probability": 0.1, "reject_probability": 0.01},
+    }
+
+    mode: Literal["basic", "realistic", "advanced"] = Field(
+        "realistic", description="Defaults for the keys left out: basic (costs only), realistic (+ volume cap), "
+        "advanced (+ market impact, latency, random partial fills and rejections).",
+    )
     slippage_model: Literal["percent", "fixed", "linear", "sqrt"] = Field(
         "percent",
-        description="percent: base_slippage is a fraction of price; fixed: a price amount. "
-        "linear/sqrt add size-dependent market impact (trading core); without it they equal percent.",
+        description="percent: base_slippage x price; fixed: base_slippage in price units; "
+        "linear: base_slippage x (1 + q/V) x price; sqrt: base_slippage x (1 + sqrt(q/V)) x price "
+        "(q: fill quantity, V: bar volume).",
     )
     base_slippage: float = Field(0.0, ge=0, description="Slippage per fill (see slippage_model).")
+    market_impact_enabled: bool = Field(False, description="Add market_impact_factor x q/V x price against the order.")
+    market_impact_factor: float = Field(0.1, ge=0, description="Impact of an order as large as the bar volume, "
+                                        "as a fraction of price.")
+    max_volume_share: float | None = Field(
+        None, gt=0, le=1, description="Most of a bar's volume one order may fill on that bar; null: no cap."
+    )
+    latency_simulation: bool = Field(False, description="Orders reach the market only after a random latency.")
+    min_latency_ms: float = Field(50.0, ge=0, description="Shortest order latency (ms).")
+    max_latency_ms: float = Field(250.0, ge=0, description="Longest order latency (ms).")
+    partial_fill_probability: float = Field(
+        0.0, ge=0, le=1, description="Chance per order and bar that only part of what the bar allows fills."
+    )
+    reject_probability: float = Field(0.0, ge=0, lt=1, description="Chance that the venue rejects a new entry order.")
+    seed: int = Field(0, description="Seed of the fill model's random draws (latency, partial fills, rejections).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mode_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        mode = data.get("mode", "realistic")
+        defaults = cls.MODE_DEFAULTS.get(mode) if isinstance(mode, str) else None
+        if defaults is None:
+            return data  # the Literal check reports the bad mode
+        # A value set for a feature switched off is a mistake; a value equal to the default is
+        # not (a dumped config, with every key, must validate again).
+        off = {"latency_simulation": ("min_latency_ms", "max_latency_ms"), "market_impact_enabled": ("market_impact_factor",)}
+        for switch, keys in off.items():
+            if data.get(switch, defaults[switch]) is False:
+                for key in keys:
+                    if key in data and data[key] != cls.model_fields[key].default:
+                        raise ValueError(f"{key} has no effect unless {switch} is true")
+        return {**defaults, **data}
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> PaperTradingConfig:
+        if self.min_latency_ms > self.max_latency_ms:
+            raise ValueError(
+                f"min_latency_ms ({self.min_latency_ms:g}) is larger than max_latency_ms ({self.max_latency_ms:g})"
+            )
+        if self.slippage_model != "fixed" and self.base_slippage >= 1:
+            raise ValueError(
+                f"base_slippage {self.base_slippage:g} is a fraction of price for slippage_model "
+                f"'{self.slippage_model}' and must be below 1 (0.0005 = 5 bp); use 'fixed' for price units"
+            )
+        return self
 
 
 class BrokerSection(StrictModel):
@@ -127,7 +190,20 @@ class BrokerSection(StrictModel):
     trading_mode: Literal["paper", "live"] = "paper"
     cash: float = Field(10_000.0, gt=0)
     commission_rate: float = Field(0.001, ge=0, lt=0.1, description="Fraction of notional per fill.")
+    commission_per_share: float | None = Field(
+        None, ge=0, description="Commission per unit traded, instead of commission_rate."
+    )
+    commission_minimum: float = Field(0.0, ge=0, description="Least commission charged on one fill.")
     paper_trading_config: PaperTradingConfig = Field(default_factory=PaperTradingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_commission(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("commission_per_share") is not None:
+            if data.get("commission_rate"):
+                raise ValueError("give either 'commission_rate' or 'commission_per_share', not both")
+            data = {**data, "commission_rate": 0.0}
+        return data
 
 
 class RiskSection(StrictModel):
@@ -137,6 +213,36 @@ class RiskSection(StrictModel):
     stop_loss_required: bool = Field(False, description="Refuse entries for which no exit mixin sets a stop.")
     risk_per_trade: float | None = Field(
         None, gt=0, le=1, description="Cap on the loss at the stop as a fraction of equity."
+    )
+    max_positions: int | None = Field(
+        None, ge=1, description="Most symbols with an open position at once; an entry in another symbol is refused."
+    )
+    max_concentration: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        description="Cap on one symbol's share of the gross exposure, checked once two or more "
+        "positions would be open (set it at or above 1 / max_positions).",
+    )
+    max_leverage: float | None = Field(
+        None, gt=0, le=100, description="Cap on gross exposure (sum of position notionals) divided by equity."
+    )
+    max_daily_loss: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Loss since the UTC day's first equity, as a fraction of it, that halts new entries "
+        "until the next UTC day.",
+    )
+    max_drawdown: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="Fall from the equity peak, as a fraction of the peak, that halts the bot until an "
+        "explicit resume.",
+    )
+    warn_at: float | None = Field(
+        0.8, gt=0, le=1, description="Publish a RiskWarning when a value reaches this fraction of its limit; null: never."
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from strategy.base import BaseStrategy, StrategySpec
+from trading.brokers.fill_model import FillModel
 from trading.brokers.sim import SimBroker, configure_broker
 from trading.config import BotConfig
 from trading.data.feed import NumpyFeed
@@ -180,12 +181,20 @@ def build_cerebro(
     cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=True)
     broker = SimBroker()
     ptc = cfg.broker.paper_trading_config
+    # One model, seeded from the config, for the broker's fills and the end-of-data exit.
+    fill_model = FillModel.from_config(
+        ptc,
+        commission_rate=cfg.broker.commission_rate,
+        commission_per_share=cfg.broker.commission_per_share,
+        commission_minimum=cfg.broker.commission_minimum,
+    )
     configure_broker(
         broker,
         cash=cfg.broker.cash,
         commission_rate=cfg.broker.commission_rate,
         slippage_model=ptc.slippage_model,
         base_slippage=ptc.base_slippage,
+        fill_model=fill_model,
     )
     cerebro.broker = broker
     for sym, df in frames.items():
@@ -196,5 +205,6 @@ def build_cerebro(
         progress=progress,
         slippage=(ptc.slippage_model, ptc.base_slippage),
         commission_rate=cfg.broker.commission_rate,
+        fill_model=fill_model,
     )
     return cerebro, strategy_cls

@@ -2,12 +2,18 @@
 
 Departures from stock BackBroker: bracket children live from the entry bar, limit orders
 fill without slippage, the cash check happens at the fill (not at the signal close),
-reduce-only orders, and cancel/amend of orders submitted on the current bar.
+reduce-only orders, cancel/amend of orders submitted on the current bar, and the FillModel
+(docs/fill-model.md): size-dependent slippage and market impact, a per-bar volume cap, order
+latency, partial fills, venue rejections and per-share commission.
 """
 
 from __future__ import annotations
 
 import backtrader as bt
+
+from trading.brokers.fill_model import MS_PER_DAY, REJECT_REASON, FillModel, path_price
+
+_MODELLED = (bt.Order.Market, bt.Order.Limit, bt.Order.Stop)
 
 
 class SimBroker(bt.brokers.BackBroker):
@@ -18,7 +24,22 @@ class SimBroker(bt.brokers.BackBroker):
     through the stop would not stop out. Here the children are activated at once; they sit
     behind the parent in the pending queue, so the same pass over the queue tries them
     against the rest of that bar (stop before target, as they were submitted).
+
+    With a `fill_model` (see `set_fill_model`) market, stop and limit orders are filled by
+    `_try_exec_modelled`; other order types keep backtrader's own rules.
     """
+
+    fill_model: FillModel | None = None
+
+    def set_fill_model(self, model: FillModel) -> None:
+        """Fill market, stop and limit orders with `model` from now on."""
+        self.fill_model = model
+        self._arrivals: dict[int, float] = {}  # order ref -> arrival time (day number)
+        self._next_qty: float | None = None
+        self.p.filler = self._fill_size
+        info = model.comminfo()
+        if info is not None:
+            self.addcommissioninfo(info)
 
     def _bracketize(self, order: bt.Order, cancel: bool = False) -> None:
         pref = getattr(order.parent, "ref", order.ref)
@@ -78,10 +99,27 @@ class SimBroker(bt.brokers.BackBroker):
         `_execute` already refuses the opening part of a real fill that the cash cannot pay
         (status Margin, OCO siblings and bracket children cancelled); that is the check.
         """
+        fm = self.fill_model
         while self.submitted:
             order = self.submitted.popleft()
-            if self._take_children(order) is not None:  # None: orphan child, rejected
+            if self._take_children(order) is None:  # orphan child, rejected
+                continue
+            if fm is None:
                 self.submit_accept(order)
+                continue
+            # Only orders that add exposure can be refused: a refused stop would leave the
+            # position unprotected, and the strategy has no rule to send it again.
+            if not (order.info.get("reduce_only") or order.parent is not None) and fm.rejects():
+                order.reject(self)
+                order.addinfo(reject_reason=REJECT_REASON)
+                self.notify(order)
+                self._ococheck(order)
+                self._bracketize(order, cancel=True)
+                continue
+            self.submit_accept(order)
+            if fm.latency_simulation:
+                # Sent at the close of the signal bar = the open of this bar.
+                self._arrivals[order.ref] = order.data.datetime[0] + fm.latency_ms() / MS_PER_DAY
 
     def _try_exec_limit(
         self, order: bt.Order, popen: float, phigh: float, plow: float, plimit: float
@@ -104,7 +142,73 @@ class SimBroker(bt.brokers.BackBroker):
     def _try_exec(self, order: bt.Order) -> None:
         if order.info.get("reduce_only") and not self._fit_reduce_only(order):
             return
-        super()._try_exec(order)
+        if self.fill_model is None or order.exectype not in _MODELLED:
+            super()._try_exec(order)
+            return
+        self._try_exec_modelled(order)
+
+    def _try_exec_modelled(self, order: bt.Order) -> None:
+        """Fill a market, stop or limit order by the fill model's rules (docs/fill-model.md)."""
+        data = order.data
+        popen, phigh, plow, pclose = data.open[0], data.high[0], data.low[0], data.close[0]
+        if order.ref in self._arrivals:
+            arrival = self._arrival_price(order, popen, phigh, plow, pclose)
+            if arrival is None:
+                return  # still on its way to the market
+            popen = arrival
+        buy = order.isbuy()
+        if order.exectype == bt.Order.Market:
+            if data.datetime[0] <= order.created.dt:
+                return  # never on the bar it was created
+            self._fill(order, popen, plow, phigh, slip=True)
+        elif order.exectype == bt.Order.Stop:
+            stop = order.created.price
+            if (popen >= stop) if buy else (popen <= stop):
+                self._fill(order, popen, plow, phigh, slip=True)  # gapped through: the open
+            elif (phigh >= stop) if buy else (plow <= stop):
+                self._fill(order, stop, plow, phigh, slip=True)
+        else:
+            limit = order.created.price
+            if (popen <= limit) if buy else (popen >= limit):
+                self._fill(order, popen, plow, phigh, slip=False)
+            elif (plow <= limit) if buy else (phigh >= limit):
+                self._fill(order, limit, plow, phigh, slip=False)
+
+    def _arrival_price(self, order: bt.Order, popen: float, phigh: float, plow: float, pclose: float) -> float | None:
+        """Return the price when the order reaches the market on this bar, None if it arrives later.
+
+        Within the bar the price is taken to move in a straight line from the open to the
+        close; the bar lasts as long as the spacing from the previous bar.
+        """
+        data = order.data
+        now = data.datetime[0]
+        arrival = self._arrivals[order.ref]
+        span = now - data.datetime[-1] if len(data) > 1 else 0.0
+        if span > 0 and arrival >= now + span:
+            return None
+        del self._arrivals[order.ref]
+        frac = (arrival - now) / span if span > 0 else 0.0
+        return path_price(popen, phigh, plow, pclose, frac)
+
+    def _fill(self, order: bt.Order, price: float, low: float, high: float, *, slip: bool) -> None:
+        """Execute what the bar allows of the order at `price`, slipped (not for limits) inside the bar."""
+        fm = self.fill_model
+        assert fm is not None
+        volume = order.data.volume[0]
+        qty = fm.fill_quantity(abs(order.executed.remsize), volume)
+        if not qty > 0:
+            return
+        if slip:
+            price = fm.slipped(price, order.isbuy(), qty, volume, low, high)
+        self._next_qty = qty
+        try:
+            self._execute(order, ago=0, price=price)
+        finally:
+            self._next_qty = None
+
+    def _fill_size(self, order: bt.Order, price: float, ago: int) -> float:
+        """backtrader's `filler` hook: the unsigned quantity `_fill` decided for this execution."""
+        return abs(order.executed.remsize) if self._next_qty is None else self._next_qty
 
     def _fit_reduce_only(self, order: bt.Order) -> bool:
         """Shrink a reduce-only order to the open position; cancel it if nothing is left to reduce.
@@ -113,15 +217,16 @@ class SimBroker(bt.brokers.BackBroker):
         whatever else filled before it on the same bar.
         """
         pos = self.positions[order.data].size
-        want = order.executed.remsize  # signed: > 0 buys, < 0 sells
+        # Signed (> 0 buys); measured from the order's own size, so an order shrunk while an
+        # entry was partly filled covers the position again once more of the entry fills.
+        want = order.size - order.executed.size
         if pos == 0 or (want > 0) == (pos > 0):
             order.cancel()
             self.notify(order)
             self._ococheck(order)
             self._bracketize(order, cancel=True)
             return False
-        if abs(want) > abs(pos):
-            order.executed.remsize = -pos
+        order.executed.remsize = -pos if abs(want) > abs(pos) else want
         return True
 
     def cancel(self, order: bt.Order, bracket: bool = False) -> bool:
@@ -165,22 +270,31 @@ class SimBroker(bt.brokers.BackBroker):
 
 
 def configure_broker(
-    broker: bt.brokers.BackBroker,
+    broker: SimBroker,
     *,
     cash: float,
     commission_rate: float,
     slippage_model: str,
     base_slippage: float,
+    fill_model: FillModel | None = None,
 ) -> None:
-    """Apply cash, percentage commission and slippage the way docs/backtesting.md states."""
+    """Apply cash, commission and the fill model the way docs/backtesting.md states.
+
+    Without `fill_model`, a plain one is built from the slippage and commission arguments.
+    """
     broker.setcash(cash)
     broker.setcommission(commission=commission_rate)
     if base_slippage > 0:
-        # slip_open: market fills at the open and stops gapped through slip too.
-        # slip_match without slip_out: a slipped price is clipped to the bar's range.
-        # Limits never slip (SimBroker._try_exec_limit).
+        # For the order types the fill model leaves to backtrader (stop-limit, trailing, close).
+        # slip_open: fills at the open slip too; slip_match without slip_out: a slipped price
+        # is clipped to the bar's range.
         kwargs = dict(slip_open=True, slip_limit=False, slip_match=True, slip_out=False)
         if slippage_model == "fixed":
             broker.set_slippage_fixed(base_slippage, **kwargs)
         else:
             broker.set_slippage_perc(base_slippage, **kwargs)
+    if fill_model is None:
+        fill_model = FillModel(
+            slippage_model=slippage_model, base_slippage=base_slippage, commission_rate=commission_rate
+        )
+    broker.set_fill_model(fill_model)
