@@ -102,7 +102,7 @@ class _Spool:
                 lines += 1
                 try:
                     events.append(decode_event(json.loads(raw)))
-                except Exception:
+                except Exception:  # noqa: BLE001 - a bad line must not block the rest
                     log.error("unreadable spool record in %s skipped: %r", self.path, raw)
             return events, lines, f.tell()
 
@@ -121,7 +121,9 @@ class _Mailbox:
         """Queue the event; return True when it went to the spool."""
         with self.lock:
             spool = self.spool
-            if spool is None or (not self.closed and spool.pending == 0 and len(self.buf) < self.capacity):
+            if spool is None or (
+                not self.closed and spool.pending == 0 and len(self.buf) < self.capacity
+            ):
                 self.buf.append(event)
                 return False
             try:
@@ -129,7 +131,9 @@ class _Mailbox:
                 return True
             except OSError:
                 # Disk trouble: keeping it in memory (even out of order) beats losing it.
-                log.critical("spool %s not writable; event kept in memory", spool.path, exc_info=True)
+                log.critical(
+                    "spool %s not writable; event kept in memory", spool.path, exc_info=True
+                )
                 self.buf.append(event)
                 return False
 
@@ -179,7 +183,9 @@ class _Consumer:
 class EventBus:
     """Publish events to inline and queued subscribers; see the module docstring."""
 
-    def __init__(self, spool_dir: str | Path | None = None, *, queue_size: int = 1024, fsync: bool = True) -> None:
+    def __init__(
+        self, spool_dir: str | Path | None = None, *, queue_size: int = 1024, fsync: bool = True
+    ) -> None:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self._spool_dir = Path(spool_dir) if spool_dir is not None else None
@@ -196,7 +202,11 @@ class EventBus:
     # ------------------------------------------------------------------ subscribing
 
     def subscribe(
-        self, handler: Handler, *event_types: type[Event], inline: bool = False, name: str | None = None
+        self,
+        handler: Handler,
+        *event_types: type[Event],
+        inline: bool = False,
+        name: str | None = None,
     ) -> Subscription:
         """Register a handler for the given event types (all events when none are given).
 
@@ -206,18 +216,27 @@ class EventBus:
         """
         if inline and inspect.iscoroutinefunction(handler):
             raise TypeError("an inline handler must be synchronous")
-        name = name or f"{getattr(handler, '__module__', '')}.{getattr(handler, '__qualname__', repr(handler))}"
+        name = (
+            name
+            or f"{getattr(handler, '__module__', '')}.{getattr(handler, '__qualname__', repr(handler))}"
+        )
         if name in self._names:
             raise ValueError(f"a subscriber named {name!r} exists; pass a distinct name=")
-        sub = Subscription(name=name, handler=handler, event_types=tuple(event_types), inline=inline)
+        sub = Subscription(
+            name=name, handler=handler, event_types=tuple(event_types), inline=inline
+        )
         self._names.add(name)
         if inline:
             self._inline.append(sub)
             return sub
         if self._spool_dir is None:
-            raise ValueError("queued subscribers need EventBus(spool_dir=...) so overflow is never dropped")
+            raise ValueError(
+                "queued subscribers need EventBus(spool_dir=...) so overflow is never dropped"
+            )
         safe = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name)
-        consumer = _Consumer(sub, _Mailbox(self._queue_size, _Spool(self._spool_dir / f"{safe}.jsonl", self._fsync)))
+        consumer = _Consumer(
+            sub, _Mailbox(self._queue_size, _Spool(self._spool_dir / f"{safe}.jsonl", self._fsync))
+        )
         self._consumers.append(consumer)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._start_consumer, consumer)
@@ -232,7 +251,7 @@ class EventBus:
                 if sub.wants(event):
                     sub.handler(event)
                     sub.processed += 1
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - isolate subscribers
                 self._failed(sub, event, exc)
         for consumer in self._consumers:
             try:
@@ -273,7 +292,9 @@ class EventBus:
     def _start_consumer(self, consumer: _Consumer) -> None:
         if consumer.task is None and not self._closed:
             consumer.wake = asyncio.Event()
-            consumer.task = asyncio.get_running_loop().create_task(self._run(consumer), name=consumer.sub.name)
+            consumer.task = asyncio.get_running_loop().create_task(
+                self._run(consumer), name=consumer.sub.name
+            )
 
     async def _run(self, consumer: _Consumer) -> None:
         sub, loop = consumer.sub, asyncio.get_running_loop()
@@ -300,7 +321,7 @@ class EventBus:
                 with consumer.mailbox.lock:
                     consumer.mailbox.buf.appendleft(event)
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - isolate subscribers
                 self._failed(sub, event, exc)
             finally:
                 consumer.busy = False
@@ -323,7 +344,7 @@ class EventBus:
         """
         try:
             await self.drain(timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("event bus closed before its consumers caught up; unhandled events spooled")
         self._closed = True
         for consumer in self._consumers:
@@ -357,4 +378,3 @@ def _persist_backlog(box: _Mailbox) -> None:
         spool.pending += len(box.buf)
         spool.read_pos = 0
         box.buf.clear()
-

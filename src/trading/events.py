@@ -32,7 +32,9 @@ class Event:
     def __post_init__(self) -> None:
         # A naive or non-UTC timestamp would sort wrongly against others once persisted.
         if self.ts.tzinfo is None or self.ts.utcoffset() != timedelta(0):
-            raise ValueError(f"{type(self).__name__}.ts must be timezone-aware UTC, got {self.ts!r}")
+            raise ValueError(
+                f"{type(self).__name__}.ts must be timezone-aware UTC, got {self.ts!r}"
+            )
 
 
 # --------------------------------------------------------------------------- orders

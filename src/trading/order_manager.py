@@ -77,7 +77,9 @@ Request = CancelRequest | ModifyRequest
 class OrderManager:
     """Own every order of one bot; see the module docstring."""
 
-    def __init__(self, bus: EventBus | None = None, clock: Callable[[], datetime] = utc_now) -> None:
+    def __init__(
+        self, bus: EventBus | None = None, clock: Callable[[], datetime] = utc_now
+    ) -> None:
         self._bus = bus
         self._clock = clock
         self._orders: dict[ClientOrderId, Order] = {}
@@ -117,12 +119,18 @@ class OrderManager:
 
     def open_orders(self, symbol: str | None = None) -> list[Order]:
         """Return the orders not yet in a terminal status, optionally of one symbol."""
-        return [o for o in self._orders.values() if o.is_open and (symbol is None or o.symbol == symbol)]
+        return [
+            o for o in self._orders.values() if o.is_open and (symbol is None or o.symbol == symbol)
+        ]
 
     def unacknowledged(self, older_than: timedelta) -> list[Order]:
         """Return NEW orders the venue has not acknowledged for longer than `older_than`."""
         now = self._clock()
-        return [o for o in self._orders.values() if o.status is OrderStatus.NEW and o.age(now) > older_than]
+        return [
+            o
+            for o in self._orders.values()
+            if o.status is OrderStatus.NEW and o.age(now) > older_than
+        ]
 
     # ------------------------------------------------------------------ intents
 
@@ -132,7 +140,9 @@ class OrderManager:
         self._finish()
         return order
 
-    def submit_bracket(self, entry: Order, stop_loss: Order | None, take_profit: Order | None) -> Order:
+    def submit_bracket(
+        self, entry: Order, stop_loss: Order | None, take_profit: Order | None
+    ) -> Order:
         """Submit an entry with a protective stop and/or target that cancel each other on a fill.
 
         The children must be on the other side of the entry, for the same symbol and quantity.
@@ -143,10 +153,22 @@ class OrderManager:
         if not children:
             raise InvalidOrder("a bracket needs a stop_loss or a take_profit")
         for child in children:
-            if child.symbol != entry.symbol or child.side is entry.side or child.quantity != entry.quantity:
-                raise InvalidOrder(f"bracket child {child.client_order_id} must close the entry: same symbol and quantity, other side")
-        if stop_loss is not None and stop_loss.order_type not in (OrderType.STOP, OrderType.STOP_LIMIT, OrderType.TRAILING_STOP):
-            raise InvalidOrder("a bracket stop_loss must be a stop, stop_limit or trailing_stop order")
+            if (
+                child.symbol != entry.symbol
+                or child.side is entry.side
+                or child.quantity != entry.quantity
+            ):
+                raise InvalidOrder(
+                    f"bracket child {child.client_order_id} must close the entry: same symbol and quantity, other side"
+                )
+        if stop_loss is not None and stop_loss.order_type not in (
+            OrderType.STOP,
+            OrderType.STOP_LIMIT,
+            OrderType.TRAILING_STOP,
+        ):
+            raise InvalidOrder(
+                "a bracket stop_loss must be a stop, stop_limit or trailing_stop order"
+            )
         if take_profit is not None and take_profit.order_type is not OrderType.LIMIT:
             raise InvalidOrder("a bracket take_profit must be a limit order")
         ids = [entry.client_order_id, *(c.client_order_id for c in children)]
@@ -155,7 +177,10 @@ class OrderManager:
             child.parent_id = entry.client_order_id
             entry.children.append(child.client_order_id)
         if stop_loss is not None and take_profit is not None:
-            stop_loss.oco_id, take_profit.oco_id = take_profit.client_order_id, stop_loss.client_order_id
+            stop_loss.oco_id, take_profit.oco_id = (
+                take_profit.client_order_id,
+                stop_loss.client_order_id,
+            )
         for order in (entry, *children):
             self._register(order)
         self._finish()
@@ -189,15 +214,23 @@ class OrderManager:
     ) -> ModifyRequest:
         """Validate a change of an open order and ask the venue for it (applied by `on_modified`)."""
         order = self.get(client_order_id)
-        if order.status not in (OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
-            raise IllegalTransition(f"{order.client_order_id}: cannot modify a {order.status.value} order")
+        if order.status not in (
+            OrderStatus.NEW,
+            OrderStatus.ACCEPTED,
+            OrderStatus.PARTIALLY_FILLED,
+        ):
+            raise IllegalTransition(
+                f"{order.client_order_id}: cannot modify a {order.status.value} order"
+            )
         self._modified_copy(order, quantity, price, stop_price)  # validates
         request = ModifyRequest(order.client_order_id, order.symbol, quantity, price, stop_price)
         self._send(request)
         self._finish()
         return request
 
-    def update_trailing_stop(self, client_order_id: ClientOrderId, price: Decimal, ts: datetime | None = None) -> Decimal | None:
+    def update_trailing_stop(
+        self, client_order_id: ClientOrderId, price: Decimal, ts: datetime | None = None
+    ) -> Decimal | None:
         """Feed a new market price to a trailing stop; return its new trigger if it moved.
 
         The trigger only ever moves in the position's favour (up for a sell stop, down for a
@@ -216,19 +249,39 @@ class OrderManager:
         if old is not None and better(old, new_stop) == old:
             return None
         order.stop_price = new_stop
-        self._emit(order, OrderModified(
-            ts=self._ts(ts), client_order_id=order.client_order_id, symbol=order.symbol,
-            quantity=order.quantity, price=order.price, stop_price=new_stop,
-        ))
+        self._emit(
+            order,
+            OrderModified(
+                ts=self._ts(ts),
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                quantity=order.quantity,
+                price=order.price,
+                stop_price=new_stop,
+            ),
+        )
         self._finish()
         return new_stop
 
     # ------------------------------------------------------------------ venue facts
 
-    def on_accepted(self, client_order_id: ClientOrderId, venue_order_id: str | None = None, ts: datetime | None = None) -> Order:
+    def on_accepted(
+        self,
+        client_order_id: ClientOrderId,
+        venue_order_id: str | None = None,
+        ts: datetime | None = None,
+    ) -> Order:
         order = self._move(client_order_id, OrderStatus.ACCEPTED)
         order.venue_order_id = venue_order_id or order.venue_order_id
-        self._emit(order, OrderAccepted(ts=self._ts(ts), client_order_id=order.client_order_id, symbol=order.symbol, venue_order_id=venue_order_id))
+        self._emit(
+            order,
+            OrderAccepted(
+                ts=self._ts(ts),
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                venue_order_id=venue_order_id,
+            ),
+        )
         self._finish()
         return order
 
@@ -249,7 +302,9 @@ class OrderManager:
         if not (quantity > 0 and price > 0 and fee >= 0):
             raise InvalidOrder(f"{client_order_id}: fill needs quantity > 0, price > 0, fee >= 0")
         if quantity > order.remaining:
-            raise IllegalTransition(f"{client_order_id}: fill of {quantity} exceeds the remaining {order.remaining}")
+            raise IllegalTransition(
+                f"{client_order_id}: fill of {quantity} exceeds the remaining {order.remaining}"
+            )
         complete = quantity == order.remaining
         if complete:
             target = OrderStatus.FILLED
@@ -260,13 +315,23 @@ class OrderManager:
         self._move(client_order_id, target)
         prior = order.filled_qty
         order.filled_qty = prior + quantity
-        order.avg_fill_price = ((order.avg_fill_price or Decimal(0)) * prior + price * quantity) / order.filled_qty
+        order.avg_fill_price = (
+            (order.avg_fill_price or Decimal(0)) * prior + price * quantity
+        ) / order.filled_qty
         order.fees += fee
         cls = OrderFilled if complete else OrderPartiallyFilled
         event = cls(
-            ts=self._ts(ts), client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
-            last_qty=quantity, last_price=price, fee=fee, filled_qty=order.filled_qty,
-            remaining_qty=order.remaining, avg_price=order.avg_fill_price, trade_id=trade_id,
+            ts=self._ts(ts),
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            last_qty=quantity,
+            last_price=price,
+            fee=fee,
+            filled_qty=order.filled_qty,
+            remaining_qty=order.remaining,
+            avg_price=order.avg_fill_price,
+            trade_id=trade_id,
         )
         self._emit(order, event)
         for callback in self._fill_callbacks:
@@ -278,23 +343,52 @@ class OrderManager:
         self._finish()
         return event
 
-    def on_cancelled(self, client_order_id: ClientOrderId, reason: str = "", ts: datetime | None = None) -> Order:
+    def on_cancelled(
+        self, client_order_id: ClientOrderId, reason: str = "", ts: datetime | None = None
+    ) -> Order:
         order = self._move(client_order_id, OrderStatus.CANCELLED)
-        self._emit(order, OrderCancelled(ts=self._ts(ts), client_order_id=order.client_order_id, symbol=order.symbol, reason=reason, filled_qty=order.filled_qty))
+        self._emit(
+            order,
+            OrderCancelled(
+                ts=self._ts(ts),
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                reason=reason,
+                filled_qty=order.filled_qty,
+            ),
+        )
         self._settle_children(order, "PARENT_CANCELLED")
         self._finish()
         return order
 
-    def on_rejected(self, client_order_id: ClientOrderId, reason: str, ts: datetime | None = None) -> Order:
+    def on_rejected(
+        self, client_order_id: ClientOrderId, reason: str, ts: datetime | None = None
+    ) -> Order:
         order = self._move(client_order_id, OrderStatus.REJECTED)
-        self._emit(order, OrderRejected(ts=self._ts(ts), client_order_id=order.client_order_id, symbol=order.symbol, reason=reason))
+        self._emit(
+            order,
+            OrderRejected(
+                ts=self._ts(ts),
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                reason=reason,
+            ),
+        )
         self._settle_children(order, "PARENT_REJECTED")
         self._finish()
         return order
 
     def on_expired(self, client_order_id: ClientOrderId, ts: datetime | None = None) -> Order:
         order = self._move(client_order_id, OrderStatus.EXPIRED)
-        self._emit(order, OrderExpired(ts=self._ts(ts), client_order_id=order.client_order_id, symbol=order.symbol, filled_qty=order.filled_qty))
+        self._emit(
+            order,
+            OrderExpired(
+                ts=self._ts(ts),
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                filled_qty=order.filled_qty,
+            ),
+        )
         self._settle_children(order, "PARENT_EXPIRED")
         self._finish()
         return order
@@ -311,10 +405,22 @@ class OrderManager:
         """Apply a change the venue confirmed; the status stays the same."""
         order = self.get(client_order_id)
         if not order.is_open:
-            raise IllegalTransition(f"{client_order_id}: cannot modify a {order.status.value} order")
+            raise IllegalTransition(
+                f"{client_order_id}: cannot modify a {order.status.value} order"
+            )
         new = self._modified_copy(order, quantity, price, stop_price)
         order.quantity, order.price, order.stop_price = new.quantity, new.price, new.stop_price
-        self._emit(order, OrderModified(ts=self._ts(ts), client_order_id=order.client_order_id, symbol=order.symbol, quantity=order.quantity, price=order.price, stop_price=order.stop_price))
+        self._emit(
+            order,
+            OrderModified(
+                ts=self._ts(ts),
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                quantity=order.quantity,
+                price=order.price,
+                stop_price=order.stop_price,
+            ),
+        )
         self._finish()
         return order
 
@@ -333,20 +439,35 @@ class OrderManager:
     def _register(self, order: Order) -> None:
         self._check_new([order.client_order_id])
         if order.status is not OrderStatus.NEW or order.filled_qty:
-            raise InvalidOrder(f"{order.client_order_id}: only a NEW, unfilled order can be submitted")
+            raise InvalidOrder(
+                f"{order.client_order_id}: only a NEW, unfilled order can be submitted"
+            )
         now = self._clock()
         order.created_ts = order.updated_ts = now
         self._orders[order.client_order_id] = order
-        self._emit(order, OrderSubmitted(
-            ts=now, client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
-            order_type=order.order_type, quantity=order.quantity, price=order.price,
-            stop_price=order.stop_price, parent_id=order.parent_id, oco_id=order.oco_id, tag=order.tag,
-        ))
+        self._emit(
+            order,
+            OrderSubmitted(
+                ts=now,
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                side=order.side,
+                order_type=order.order_type,
+                quantity=order.quantity,
+                price=order.price,
+                stop_price=order.stop_price,
+                parent_id=order.parent_id,
+                oco_id=order.oco_id,
+                tag=order.tag,
+            ),
+        )
 
     def _move(self, client_order_id: ClientOrderId, status: OrderStatus) -> Order:
         order = self.get(client_order_id)
         if status not in TRANSITIONS[order.status]:
-            raise IllegalTransition(f"{client_order_id}: {order.status.value} -> {status.value} is not allowed")
+            raise IllegalTransition(
+                f"{client_order_id}: {order.status.value} -> {status.value} is not allowed"
+            )
         order.status = status
         return order
 
@@ -354,7 +475,15 @@ class OrderManager:
         if order.status is OrderStatus.PENDING_CANCEL:
             return
         self._move(order.client_order_id, OrderStatus.PENDING_CANCEL)
-        self._emit(order, OrderPendingCancel(ts=self._clock(), client_order_id=order.client_order_id, symbol=order.symbol, reason=reason))
+        self._emit(
+            order,
+            OrderPendingCancel(
+                ts=self._clock(),
+                client_order_id=order.client_order_id,
+                symbol=order.symbol,
+                reason=reason,
+            ),
+        )
         self._send(CancelRequest(order.client_order_id, order.symbol, reason))
 
     def _settle_children(self, parent: Order, reason: str) -> None:
@@ -366,19 +495,33 @@ class OrderManager:
                 self._request_cancel(child, reason)
             elif child.quantity != parent.filled_qty:
                 # The position is smaller than planned: protect exactly what was bought.
-                self._send(ModifyRequest(child.client_order_id, child.symbol, quantity=parent.filled_qty))
+                self._send(
+                    ModifyRequest(child.client_order_id, child.symbol, quantity=parent.filled_qty)
+                )
 
-    def _modified_copy(self, order: Order, quantity: Decimal | None, price: Decimal | None, stop_price: Decimal | None) -> Order:
+    def _modified_copy(
+        self,
+        order: Order,
+        quantity: Decimal | None,
+        price: Decimal | None,
+        stop_price: Decimal | None,
+    ) -> Order:
         new_qty = order.quantity if quantity is None else quantity
         if new_qty <= order.filled_qty:
-            raise InvalidOrder(f"{order.client_order_id}: quantity {new_qty} must exceed the filled {order.filled_qty}")
+            raise InvalidOrder(
+                f"{order.client_order_id}: quantity {new_qty} must exceed the filled {order.filled_qty}"
+            )
         # Rebuilding the record runs every field check of Order on the new values.
         return Order(
-            client_order_id=order.client_order_id, symbol=order.symbol, side=order.side,
-            order_type=order.order_type, quantity=new_qty,
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            order_type=order.order_type,
+            quantity=new_qty,
             price=order.price if price is None else price,
             stop_price=order.stop_price if stop_price is None else stop_price,
-            trail_amount=order.trail_amount, trail_percent=order.trail_percent,
+            trail_amount=order.trail_amount,
+            trail_percent=order.trail_percent,
         )
 
     def _emit(self, order: Order, event: OrderEvent) -> None:

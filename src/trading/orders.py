@@ -48,13 +48,17 @@ class ClientOrderId:
 
     def __post_init__(self) -> None:
         if not _ID_CHARS.match(self.value):
-            raise InvalidOrder(f"invalid client order id {self.value!r}: 1-36 of A-Z a-z 0-9 _ . : -")
+            raise InvalidOrder(
+                f"invalid client order id {self.value!r}: 1-36 of A-Z a-z 0-9 _ . : -"
+            )
 
     def __str__(self) -> str:
         return self.value
 
     @classmethod
-    def for_signal(cls, bot: str, symbol: str, signal_ts: datetime, leg: str = "entry", attempt: int = 0) -> ClientOrderId:
+    def for_signal(
+        cls, bot: str, symbol: str, signal_ts: datetime, leg: str = "entry", attempt: int = 0
+    ) -> ClientOrderId:
         """Derive the id of one order leg of one signal; the same inputs always give the same id.
 
         `leg` names the order of the signal (``entry``, ``sl``, ``tp``, ``exit`` ...);
@@ -110,14 +114,35 @@ class OrderStatus(Enum):
         return self in _OPEN
 
 
-_OPEN = frozenset({OrderStatus.NEW, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED, OrderStatus.PENDING_CANCEL})
+_OPEN = frozenset(
+    {
+        OrderStatus.NEW,
+        OrderStatus.ACCEPTED,
+        OrderStatus.PARTIALLY_FILLED,
+        OrderStatus.PENDING_CANCEL,
+    }
+)
 
 S = OrderStatus
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    S.NEW: frozenset({S.ACCEPTED, S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.REJECTED, S.EXPIRED, S.PENDING_CANCEL}),
+    S.NEW: frozenset(
+        {
+            S.ACCEPTED,
+            S.PARTIALLY_FILLED,
+            S.FILLED,
+            S.CANCELLED,
+            S.REJECTED,
+            S.EXPIRED,
+            S.PENDING_CANCEL,
+        }
+    ),
     S.ACCEPTED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.EXPIRED, S.PENDING_CANCEL}),
-    S.PARTIALLY_FILLED: frozenset({S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.EXPIRED, S.PENDING_CANCEL}),
-    S.PENDING_CANCEL: frozenset({S.PENDING_CANCEL, S.FILLED, S.CANCELLED, S.EXPIRED}),  # partial fill keeps it pending
+    S.PARTIALLY_FILLED: frozenset(
+        {S.PARTIALLY_FILLED, S.FILLED, S.CANCELLED, S.EXPIRED, S.PENDING_CANCEL}
+    ),
+    S.PENDING_CANCEL: frozenset(
+        {S.PENDING_CANCEL, S.FILLED, S.CANCELLED, S.EXPIRED}
+    ),  # partial fill keeps it pending
     S.FILLED: frozenset(),
     S.CANCELLED: frozenset(),
     S.REJECTED: frozenset(),

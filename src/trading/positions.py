@@ -115,8 +115,13 @@ class PositionManager:
     def on_fill(self, order: Order, fill: OrderFill) -> Position:
         """Apply an OrderManager fill (signature of `OrderManager.add_fill_callback`)."""
         return self.apply_fill(
-            fill.symbol, fill.side, fill.last_qty, fill.last_price, fill.fee,
-            ts=fill.ts, order_id=str(fill.client_order_id),
+            fill.symbol,
+            fill.side,
+            fill.last_qty,
+            fill.last_price,
+            fill.fee,
+            ts=fill.ts,
+            order_id=str(fill.client_order_id),
         )
 
     def apply_fill(
@@ -147,10 +152,22 @@ class PositionManager:
         self._positions[symbol] = pos
         return pos
 
-    def _add(self, pos: Position, signed: Decimal, price: Decimal, fee: Decimal, ts: datetime, order_id: str) -> Position:
+    def _add(
+        self,
+        pos: Position,
+        signed: Decimal,
+        price: Decimal,
+        fee: Decimal,
+        ts: datetime,
+        order_id: str,
+    ) -> Position:
         q = pos.quantity
         new_q = q + signed
-        avg = price if q == 0 else ((pos.avg_entry_price or _ZERO) * abs(q) + price * abs(signed)) / abs(new_q)
+        avg = (
+            price
+            if q == 0
+            else ((pos.avg_entry_price or _ZERO) * abs(q) + price * abs(signed)) / abs(new_q)
+        )
         opening = q == 0
         if opening:
             self._count += 1
@@ -163,10 +180,21 @@ class PositionManager:
         trip.fees += fee
         pos = replace(pos, quantity=new_q, avg_entry_price=avg, fees=pos.fees + fee)
         if opening:
-            self._publish(TradeOpened(ts=ts, trade_id=trip.trade_id, symbol=pos.symbol, side=trip.side, quantity=abs(signed), entry_price=price))
+            self._publish(
+                TradeOpened(
+                    ts=ts,
+                    trade_id=trip.trade_id,
+                    symbol=pos.symbol,
+                    side=trip.side,
+                    quantity=abs(signed),
+                    entry_price=price,
+                )
+            )
         return pos
 
-    def _reduce(self, pos: Position, closed: Decimal, price: Decimal, fee: Decimal, ts: datetime) -> Position:
+    def _reduce(
+        self, pos: Position, closed: Decimal, price: Decimal, fee: Decimal, ts: datetime
+    ) -> Position:
         assert pos.avg_entry_price is not None
         direction = 1 if pos.quantity > 0 else -1
         pnl = closed * (price - pos.avg_entry_price) * direction
@@ -181,11 +209,19 @@ class PositionManager:
         if new_q == 0:
             pos = replace(pos, avg_entry_price=None, trade_id=None, opened_ts=None)
             del self._trips[pos.symbol]
-            self._publish(TradeClosed(
-                ts=ts, trade_id=trip.trade_id, symbol=pos.symbol, side=trip.side, quantity=trip.entry_qty,
-                entry_price=entry, exit_price=trip.exit_notional / trip.exit_qty,
-                realised_pnl=trip.realised, fees=trip.fees,
-            ))
+            self._publish(
+                TradeClosed(
+                    ts=ts,
+                    trade_id=trip.trade_id,
+                    symbol=pos.symbol,
+                    side=trip.side,
+                    quantity=trip.entry_qty,
+                    entry_price=entry,
+                    exit_price=trip.exit_notional / trip.exit_qty,
+                    realised_pnl=trip.realised,
+                    fees=trip.fees,
+                )
+            )
         return pos
 
     def _publish(self, event: TradeOpened | TradeClosed) -> None:

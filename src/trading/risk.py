@@ -59,9 +59,14 @@ class Portfolio:
     holdings: Mapping[str, Holding] = field(default_factory=dict)
 
     @classmethod
-    def from_positions(cls, equity: Decimal, positions: Iterable[Position], marks: Mapping[str, Decimal]) -> Portfolio:
+    def from_positions(
+        cls, equity: Decimal, positions: Iterable[Position], marks: Mapping[str, Decimal]
+    ) -> Portfolio:
         """Build a portfolio from PositionManager positions valued at `marks`."""
-        return cls(equity, {p.symbol: Holding(p.quantity, marks[p.symbol]) for p in positions if p.quantity != 0})
+        return cls(
+            equity,
+            {p.symbol: Holding(p.quantity, marks[p.symbol]) for p in positions if p.quantity != 0},
+        )
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,12 @@ def _d(value: float) -> Decimal:
 class RiskController:
     """Check orders against `RiskSection` limits and halt on equity breaches."""
 
-    def __init__(self, config: RiskSection, clock: Callable[[], datetime] = utc_now, bus: EventBus | None = None) -> None:
+    def __init__(
+        self,
+        config: RiskSection,
+        clock: Callable[[], datetime] = utc_now,
+        bus: EventBus | None = None,
+    ) -> None:
         self.config = config
         self._clock = clock
         self._bus = bus
@@ -137,7 +147,14 @@ class RiskController:
             loss = (self._day_start - equity) / self._day_start
             if loss >= _d(cfg.max_daily_loss) and self._daily_until is None:
                 self._daily_until = datetime.combine(day + timedelta(days=1), time(), timezone.utc)
-                self._publish(Halted(ts=ts, reason="MAX_DAILY_LOSS", detail=f"day loss {loss:.4f}", until=self._daily_until))
+                self._publish(
+                    Halted(
+                        ts=ts,
+                        reason="MAX_DAILY_LOSS",
+                        detail=f"day loss {loss:.4f}",
+                        until=self._daily_until,
+                    )
+                )
             else:
                 self._equity_warning(ts, "MAX_DAILY_LOSS", loss, _d(cfg.max_daily_loss))
         if cfg.max_drawdown is not None and self._peak > 0:
@@ -169,13 +186,27 @@ class RiskController:
             return RiskDecision(True)  # reducing or closing: always allowed
         denial = self._denial(request, portfolio, q + signed)
         if isinstance(denial, RiskDecision):
-            self._publish(RiskDenied(
-                ts=self._clock(), symbol=request.symbol, side=request.side, quantity=request.quantity,
-                reason=denial.reason or "", detail=denial.detail, client_order_id=request.client_order_id,
-            ))
+            self._publish(
+                RiskDenied(
+                    ts=self._clock(),
+                    symbol=request.symbol,
+                    side=request.side,
+                    quantity=request.quantity,
+                    reason=denial.reason or "",
+                    detail=denial.detail,
+                    client_order_id=request.client_order_id,
+                )
+            )
             return denial
         warnings = tuple(
-            RiskWarning(ts=self._clock(), control=code, value=value, limit=limit, fraction=value / limit, symbol=request.symbol)
+            RiskWarning(
+                ts=self._clock(),
+                control=code,
+                value=value,
+                limit=limit,
+                fraction=value / limit,
+                symbol=request.symbol,
+            )
             for code, value, limit in denial
             if self._warn_at is not None and value >= self._warn_at * limit
         )
@@ -183,27 +214,46 @@ class RiskController:
             self._publish(warning)
         return RiskDecision(True, warnings=warnings)
 
-    def _denial(self, req: OrderRequest, pf: Portfolio, new_q: Decimal) -> RiskDecision | list[tuple[str, Decimal, Decimal]]:
+    def _denial(
+        self, req: OrderRequest, pf: Portfolio, new_q: Decimal
+    ) -> RiskDecision | list[tuple[str, Decimal, Decimal]]:
         """Return the first denial, or the (control, value, limit) measures for warnings."""
         halt = self.halted
         if halt is not None:
-            return RiskDecision(False, halt, self._halt[1] if self._halt else f"until {self._daily_until}")
+            return RiskDecision(
+                False, halt, self._halt[1] if self._halt else f"until {self._daily_until}"
+            )
         equity, cfg = pf.equity, self.config
         if equity <= 0:
             return RiskDecision(False, "NO_EQUITY", f"equity {equity}")
         if cfg.stop_loss_required and req.stop_loss is None:
             return RiskDecision(False, "STOP_LOSS_REQUIRED", "the order has no stop loss")
         if req.stop_loss is not None and (req.stop_loss - req.price) * req.side.sign >= 0:
-            return RiskDecision(False, "INVALID_STOP_LOSS", f"stop {req.stop_loss} is not on the losing side of {req.price}")
+            return RiskDecision(
+                False,
+                "INVALID_STOP_LOSS",
+                f"stop {req.stop_loss} is not on the losing side of {req.price}",
+            )
         measures: list[tuple[str, Decimal, Decimal]] = []
         if cfg.risk_per_trade is not None:
             if req.stop_loss is None:
                 return RiskDecision(False, "RISK_PER_TRADE", "no stop loss to measure the risk")
-            measures.append(("RISK_PER_TRADE", req.quantity * abs(req.price - req.stop_loss) / equity, _d(cfg.risk_per_trade)))
+            measures.append(
+                (
+                    "RISK_PER_TRADE",
+                    req.quantity * abs(req.price - req.stop_loss) / equity,
+                    _d(cfg.risk_per_trade),
+                )
+            )
         if cfg.max_position_size is not None:
-            measures.append(("MAX_POSITION_SIZE", abs(new_q) * req.price / equity, _d(cfg.max_position_size)))
+            measures.append(
+                ("MAX_POSITION_SIZE", abs(new_q) * req.price / equity, _d(cfg.max_position_size))
+            )
         others = {s: h for s, h in pf.holdings.items() if s != req.symbol and h.quantity != 0}
-        if cfg.max_positions is not None and pf.holdings.get(req.symbol, Holding(_ZERO, _ZERO)).quantity == 0:
+        if (
+            cfg.max_positions is not None
+            and pf.holdings.get(req.symbol, Holding(_ZERO, _ZERO)).quantity == 0
+        ):
             measures.append(("MAX_POSITIONS", Decimal(len(others) + 1), Decimal(cfg.max_positions)))
         exposure = abs(new_q) * req.price
         gross = exposure + sum((h.notional for h in others.values()), _ZERO)
@@ -229,7 +279,11 @@ class RiskController:
             return
         if control not in self._warned:
             self._warned.add(control)
-            self._publish(RiskWarning(ts=ts, control=control, value=value, limit=limit, fraction=value / limit))
+            self._publish(
+                RiskWarning(
+                    ts=ts, control=control, value=value, limit=limit, fraction=value / limit
+                )
+            )
 
     def _publish(self, event: Event) -> None:
         if self._bus is not None:

@@ -24,7 +24,9 @@ def reasons(events: list[Event]) -> list[str]:
     return [e.reason for e in events]  # type: ignore[attr-defined]
 
 
-def test_publish_returns_before_a_consumer_sleeping_one_second_per_event_has_processed(tmp_path: Path) -> None:
+def test_publish_returns_before_a_consumer_sleeping_one_second_per_event_has_processed(
+    tmp_path: Path,
+) -> None:
     async def main() -> None:
         bus = EventBus(tmp_path)
         inline: list[Event] = []
@@ -61,7 +63,9 @@ def test_publish_returns_before_a_consumer_sleeping_one_second_per_event_has_pro
     asyncio.run(main())
 
 
-def test_a_failing_handler_neither_raises_into_publish_nor_starves_other_subscribers(tmp_path: Path) -> None:
+def test_a_failing_handler_neither_raises_into_publish_nor_starves_other_subscribers(
+    tmp_path: Path,
+) -> None:
     async def main() -> None:
         bus = EventBus(tmp_path)
         got_inline: list[Event] = []
@@ -154,7 +158,9 @@ def test_events_published_during_replay_stay_behind_the_spooled_ones(tmp_path: P
     asyncio.run(main())
 
 
-def test_closing_with_a_stuck_consumer_keeps_its_backlog_in_order_for_the_next_process(tmp_path: Path) -> None:
+def test_closing_with_a_stuck_consumer_keeps_its_backlog_in_order_for_the_next_process(
+    tmp_path: Path,
+) -> None:
     async def first_process() -> None:
         bus = EventBus(tmp_path, queue_size=2)
 

@@ -40,29 +40,81 @@ ID = ClientOrderId("atf-abc-entry-0")
 
 def fill_fields() -> dict:
     return dict(
-        ts=T, client_order_id=ID, symbol="BTCUSDT", side=OrderSide.BUY, last_qty=Decimal("0.5"),
-        last_price=Decimal("42000.10"), fee=Decimal("0.021"), filled_qty=Decimal("0.5"),
-        remaining_qty=Decimal("0.5"), avg_price=Decimal("42000.10"), trade_id="t-1",
+        ts=T,
+        client_order_id=ID,
+        symbol="BTCUSDT",
+        side=OrderSide.BUY,
+        last_qty=Decimal("0.5"),
+        last_price=Decimal("42000.10"),
+        fee=Decimal("0.021"),
+        filled_qty=Decimal("0.5"),
+        remaining_qty=Decimal("0.5"),
+        avg_price=Decimal("42000.10"),
+        trade_id="t-1",
     )
 
 
 EXAMPLES: list[Event] = [
-    OrderSubmitted(ts=T, client_order_id=ID, symbol="BTCUSDT", side=OrderSide.SELL, order_type=OrderType.STOP_LIMIT,
-                   quantity=Decimal("1.25"), price=Decimal("99.5"), stop_price=Decimal("100"),
-                   parent_id=ClientOrderId("p-1"), oco_id=None, tag="stop_loss"),
+    OrderSubmitted(
+        ts=T,
+        client_order_id=ID,
+        symbol="BTCUSDT",
+        side=OrderSide.SELL,
+        order_type=OrderType.STOP_LIMIT,
+        quantity=Decimal("1.25"),
+        price=Decimal("99.5"),
+        stop_price=Decimal(100),
+        parent_id=ClientOrderId("p-1"),
+        oco_id=None,
+        tag="stop_loss",
+    ),
     OrderAccepted(ts=T, client_order_id=ID, symbol="BTCUSDT", venue_order_id="V123"),
     OrderPartiallyFilled(**fill_fields()),
     OrderFilled(**{**fill_fields(), "remaining_qty": Decimal(0)}),
     OrderPendingCancel(ts=T, client_order_id=ID, symbol="BTCUSDT", reason="OCO"),
-    OrderCancelled(ts=T, client_order_id=ID, symbol="BTCUSDT", reason="user", filled_qty=Decimal("0.3")),
-    OrderModified(ts=T, client_order_id=ID, symbol="BTCUSDT", quantity=Decimal(2), stop_price=Decimal("95.5")),
+    OrderCancelled(
+        ts=T, client_order_id=ID, symbol="BTCUSDT", reason="user", filled_qty=Decimal("0.3")
+    ),
+    OrderModified(
+        ts=T, client_order_id=ID, symbol="BTCUSDT", quantity=Decimal(2), stop_price=Decimal("95.5")
+    ),
     OrderRejected(ts=T, client_order_id=ID, symbol="BTCUSDT", reason="INSUFFICIENT_FUNDS"),
     OrderExpired(ts=T, client_order_id=ID, symbol="BTCUSDT"),
-    TradeOpened(ts=T, trade_id="t", symbol="ETH", side=PositionSide.SHORT, quantity=Decimal(3), entry_price=Decimal("2000")),
-    TradeClosed(ts=T, trade_id="t", symbol="ETH", side=PositionSide.LONG, quantity=Decimal(3), entry_price=Decimal("2000"),
-                exit_price=Decimal("2100"), realised_pnl=Decimal("300"), fees=Decimal("1.5")),
-    RiskDenied(ts=T, symbol="ETH", side=OrderSide.BUY, quantity=Decimal(1), reason="MAX_POSITIONS", detail="3 > 2"),
-    RiskWarning(ts=T, control="LEVERAGE_LIMIT", value=Decimal("1.7"), limit=Decimal(2), fraction=Decimal("0.85"), symbol="ETH"),
+    TradeOpened(
+        ts=T,
+        trade_id="t",
+        symbol="ETH",
+        side=PositionSide.SHORT,
+        quantity=Decimal(3),
+        entry_price=Decimal(2000),
+    ),
+    TradeClosed(
+        ts=T,
+        trade_id="t",
+        symbol="ETH",
+        side=PositionSide.LONG,
+        quantity=Decimal(3),
+        entry_price=Decimal(2000),
+        exit_price=Decimal(2100),
+        realised_pnl=Decimal(300),
+        fees=Decimal("1.5"),
+    ),
+    RiskDenied(
+        ts=T,
+        symbol="ETH",
+        side=OrderSide.BUY,
+        quantity=Decimal(1),
+        reason="MAX_POSITIONS",
+        detail="3 > 2",
+    ),
+    RiskWarning(
+        ts=T,
+        control="LEVERAGE_LIMIT",
+        value=Decimal("1.7"),
+        limit=Decimal(2),
+        fraction=Decimal("0.85"),
+        symbol="ETH",
+    ),
     Halted(ts=T, reason="MAX_DAILY_LOSS", until=T + timedelta(hours=11, minutes=30)),
     Resumed(ts=T, reason="RESUME_COMMAND"),
     BotStarted(ts=T, bot="rsi_bb_atr", mode="paper"),
@@ -89,7 +141,9 @@ def test_events_are_immutable() -> None:
         EXAMPLES[1].symbol = "ETH"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("ts", [datetime(2024, 1, 1), datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=2)))])
+@pytest.mark.parametrize(
+    "ts", [datetime(2024, 1, 1), datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=2)))]
+)
 def test_an_event_refuses_a_naive_or_non_utc_timestamp(ts: datetime) -> None:
     with pytest.raises(ValueError, match="UTC"):
         BotStarted(ts=ts, bot="b", mode="paper")

@@ -126,7 +126,9 @@ def test_a_resubmitted_client_order_id_is_refused_and_the_book_keeps_one_order()
         (OrderType.LIMIT, {"price": D(-1)}, "positive"),
     ],
 )
-def test_an_inconsistent_order_is_refused(order_type: OrderType, kwargs: dict, message: str) -> None:
+def test_an_inconsistent_order_is_refused(
+    order_type: OrderType, kwargs: dict, message: str
+) -> None:
     with pytest.raises(InvalidOrder, match=message):
         Order(oid("x"), "BTC", BUY, order_type, D(1), **kwargs)
 
@@ -165,15 +167,40 @@ APPLY: dict[str, Callable[[OrderManager, ClientOrderId], object]] = {
 }
 # Hand-written lifecycle: status -> {update: resulting status}; anything absent must raise.
 LEGAL: dict[OrderStatus, dict[str, OrderStatus]] = {
-    S.NEW: {"accept": S.ACCEPTED, "partial_fill": S.PARTIALLY_FILLED, "fill": S.FILLED, "cancel": S.CANCELLED,
-            "reject": S.REJECTED, "expire": S.EXPIRED, "request_cancel": S.PENDING_CANCEL},
-    S.ACCEPTED: {"partial_fill": S.PARTIALLY_FILLED, "fill": S.FILLED, "cancel": S.CANCELLED, "expire": S.EXPIRED,
-                 "request_cancel": S.PENDING_CANCEL},
-    S.PARTIALLY_FILLED: {"partial_fill": S.PARTIALLY_FILLED, "fill": S.FILLED, "cancel": S.CANCELLED,
-                         "expire": S.EXPIRED, "request_cancel": S.PENDING_CANCEL},
-    S.PENDING_CANCEL: {"partial_fill": S.PENDING_CANCEL, "fill": S.FILLED, "cancel": S.CANCELLED,
-                       "expire": S.EXPIRED, "request_cancel": S.PENDING_CANCEL},
-    S.FILLED: {}, S.CANCELLED: {}, S.REJECTED: {}, S.EXPIRED: {},
+    S.NEW: {
+        "accept": S.ACCEPTED,
+        "partial_fill": S.PARTIALLY_FILLED,
+        "fill": S.FILLED,
+        "cancel": S.CANCELLED,
+        "reject": S.REJECTED,
+        "expire": S.EXPIRED,
+        "request_cancel": S.PENDING_CANCEL,
+    },
+    S.ACCEPTED: {
+        "partial_fill": S.PARTIALLY_FILLED,
+        "fill": S.FILLED,
+        "cancel": S.CANCELLED,
+        "expire": S.EXPIRED,
+        "request_cancel": S.PENDING_CANCEL,
+    },
+    S.PARTIALLY_FILLED: {
+        "partial_fill": S.PARTIALLY_FILLED,
+        "fill": S.FILLED,
+        "cancel": S.CANCELLED,
+        "expire": S.EXPIRED,
+        "request_cancel": S.PENDING_CANCEL,
+    },
+    S.PENDING_CANCEL: {
+        "partial_fill": S.PENDING_CANCEL,
+        "fill": S.FILLED,
+        "cancel": S.CANCELLED,
+        "expire": S.EXPIRED,
+        "request_cancel": S.PENDING_CANCEL,
+    },
+    S.FILLED: {},
+    S.CANCELLED: {},
+    S.REJECTED: {},
+    S.EXPIRED: {},
 }
 CASES = [(start, update) for start in OrderStatus for update in APPLY]
 
@@ -204,9 +231,18 @@ def test_fills_accumulate_quantity_average_price_and_fees() -> None:
     order = om.get(i)
     # (4*100 + 6*110) / 10 = 106
     assert order.avg_fill_price == D(106) and order.fees == D("1.06") and order.remaining == 0
-    assert isinstance(first, OrderPartiallyFilled) and first.remaining_qty == D(6) and first.avg_price == D(100)
+    assert (
+        isinstance(first, OrderPartiallyFilled)
+        and first.remaining_qty == D(6)
+        and first.avg_price == D(100)
+    )
     assert isinstance(last, OrderFilled) and last.filled_qty == D(10) and last.trade_id == "x2"
-    assert [type(e) for e in events] == [OrderSubmitted, OrderAccepted, OrderPartiallyFilled, OrderFilled]
+    assert [type(e) for e in events] == [
+        OrderSubmitted,
+        OrderAccepted,
+        OrderPartiallyFilled,
+        OrderFilled,
+    ]
     assert order.venue_order_id == "V1" and om.open_orders() == []
 
 
@@ -274,7 +310,10 @@ def test_children_go_when_the_parent_dies_unfilled(kill: Callable, reason: str) 
     entry, sl, tp = bracket(om)
     kill(om, entry.client_order_id)
     assert sl.status is tp.status is S.PENDING_CANCEL
-    assert requests == [CancelRequest(sl.client_order_id, "BTC", reason), CancelRequest(tp.client_order_id, "BTC", reason)]
+    assert requests == [
+        CancelRequest(sl.client_order_id, "BTC", reason),
+        CancelRequest(tp.client_order_id, "BTC", reason),
+    ]
 
 
 def test_children_are_resized_when_the_parent_dies_partly_filled() -> None:
@@ -326,13 +365,17 @@ def test_a_sell_trailing_stop_follows_the_high_and_never_moves_down() -> None:
 
 def test_a_buy_trailing_stop_by_percent_follows_the_low() -> None:
     om, _, _ = book()
-    o = om.submit(Order(oid("ts"), "BTC", BUY, OrderType.TRAILING_STOP, D(1), trail_percent=D("0.02")))
+    o = om.submit(
+        Order(oid("ts"), "BTC", BUY, OrderType.TRAILING_STOP, D(1), trail_percent=D("0.02"))
+    )
     assert om.update_trailing_stop(o.client_order_id, D(200)) == D("204.00")
     assert om.update_trailing_stop(o.client_order_id, D(190)) == D("193.80")
     assert om.update_trailing_stop(o.client_order_id, D(195)) is None
 
 
-def test_fill_and_update_callbacks_see_every_change_and_their_errors_surface_after_booking() -> None:
+def test_fill_and_update_callbacks_see_every_change_and_their_errors_surface_after_booking() -> (
+    None
+):
     om, _, _ = book()
     fills: list[tuple[str, D]] = []
     updates: list[str] = []
@@ -361,5 +404,9 @@ def test_orders_not_acknowledged_in_time_are_listed_for_follow_up() -> None:
     clock.now = T0 + timedelta(seconds=31)
     c = om.submit(market("c"))
     assert om.unacknowledged(timedelta(seconds=30)) == [a]
-    assert {o.client_order_id for o in om.open_orders()} == {a.client_order_id, b.client_order_id, c.client_order_id}
+    assert {o.client_order_id for o in om.open_orders()} == {
+        a.client_order_id,
+        b.client_order_id,
+        c.client_order_id,
+    }
     assert om.open_orders("ETH") == []

@@ -38,13 +38,29 @@ def test_scaling_in_averages_the_entry_and_a_partial_exit_realises_against_it() 
     assert pos.fees == D("0.525")
     pos = pm.apply_fill("BTC", SELL, D(3), D(110), D("0.33"), ts=T0 + timedelta(hours=1))
     # 10 + 3 * (110 - 115) = -5
-    assert pos.side is PositionSide.FLAT and pos.realised_pnl == D(-5) and pos.avg_entry_price is None
+    assert (
+        pos.side is PositionSide.FLAT and pos.realised_pnl == D(-5) and pos.avg_entry_price is None
+    )
     opened, closed = events
-    assert opened == TradeOpened(ts=T0, trade_id="e1", symbol="BTC", side=PositionSide.LONG, quantity=D(1), entry_price=D(100))
+    assert opened == TradeOpened(
+        ts=T0,
+        trade_id="e1",
+        symbol="BTC",
+        side=PositionSide.LONG,
+        quantity=D(1),
+        entry_price=D(100),
+    )
     # exit price (1*125 + 3*110) / 4 = 113.75; fees 0.1 + 0.3 + 0.125 + 0.33
     assert closed == TradeClosed(
-        ts=T0 + timedelta(hours=1), trade_id="e1", symbol="BTC", side=PositionSide.LONG, quantity=D(4),
-        entry_price=D(115), exit_price=D("113.75"), realised_pnl=D(-5), fees=D("0.855"),
+        ts=T0 + timedelta(hours=1),
+        trade_id="e1",
+        symbol="BTC",
+        side=PositionSide.LONG,
+        quantity=D(4),
+        entry_price=D(115),
+        exit_price=D("113.75"),
+        realised_pnl=D(-5),
+        fees=D("0.855"),
     )
 
 
@@ -66,7 +82,11 @@ def test_a_flip_closes_the_old_trade_and_opens_the_new_one_at_the_fill_price() -
     assert pos.fees == D(4) and pos.trade_id == "flip"
     _, closed, opened = events
     assert isinstance(closed, TradeClosed) and closed.realised_pnl == D(10) and closed.fees == D(2)
-    assert isinstance(opened, TradeOpened) and opened.side is PositionSide.SHORT and opened.quantity == D(2)
+    assert (
+        isinstance(opened, TradeOpened)
+        and opened.side is PositionSide.SHORT
+        and opened.quantity == D(2)
+    )
     pos = pm.apply_fill("BTC", BUY, D(2), D(100), D(0), ts=T0)
     last = events[-1]
     assert pos.realised_pnl == D(30) and isinstance(last, TradeClosed)
@@ -128,7 +148,9 @@ fills = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(fills=fills, mark=st.integers(500, 1500).map(lambda n: D(n) / 10))
-def test_realised_plus_unrealised_equals_the_mark_to_market_pnl_of_the_fills(fills: list, mark: D) -> None:
+def test_realised_plus_unrealised_equals_the_mark_to_market_pnl_of_the_fills(
+    fills: list, mark: D
+) -> None:
     pm = PositionManager()
     cash = D(0)
     qty = D(0)

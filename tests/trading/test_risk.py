@@ -36,8 +36,12 @@ def controller(**limits: object) -> tuple[RiskController, list[Event], Clock]:
     return RiskController(RiskSection(**limits), clock, bus), events, clock  # type: ignore[arg-type]
 
 
-def buy(qty: int | str, symbol: str = "BTC", price: int = 100, stop: int | None = None) -> OrderRequest:
-    return OrderRequest(symbol, BUY, D(qty), D(price), None if stop is None else D(stop), ClientOrderId("c-1"))
+def buy(
+    qty: int | str, symbol: str = "BTC", price: int = 100, stop: int | None = None
+) -> OrderRequest:
+    return OrderRequest(
+        symbol, BUY, D(qty), D(price), None if stop is None else D(stop), ClientOrderId("c-1")
+    )
 
 
 def held(**positions: int) -> Portfolio:
@@ -50,15 +54,31 @@ def held(**positions: int) -> Portfolio:
 # control config, denied order and portfolio, warned order and portfolio (all hand-computed below)
 CONTROLS = {
     # 21 * |100 - 90| = 210 > 2 % of 10 000 = 200; 17 * 10 = 170 >= 0.8 * 200
-    "RISK_PER_TRADE": ({"risk_per_trade": 0.02}, (buy(21, stop=90), held()), (buy(17, stop=90), held())),
+    "RISK_PER_TRADE": (
+        {"risk_per_trade": 0.02},
+        (buy(21, stop=90), held()),
+        (buy(17, stop=90), held()),
+    ),
     # 21 * 100 = 2 100 > 20 % of 10 000; 17 * 100 = 1 700 >= 0.8 * 2 000
     "MAX_POSITION_SIZE": ({"max_position_size": 0.2}, (buy(21), held()), (buy(17), held())),
     # a third symbol while two are open; a second symbol is 2 of 2 >= 0.8 * 2
-    "MAX_POSITIONS": ({"max_positions": 2}, (buy(1, "SOL"), held(BTC=1, ETH=1)), (buy(1, "SOL"), held(BTC=1))),
+    "MAX_POSITIONS": (
+        {"max_positions": 2},
+        (buy(1, "SOL"), held(BTC=1, ETH=1)),
+        (buy(1, "SOL"), held(BTC=1)),
+    ),
     # 1 500 / (1 000 + 1 500) = 0.6 > 0.5; 700 / 1 700 = 0.41 >= 0.4
-    "POSITION_CONCENTRATION": ({"max_concentration": 0.5}, (buy(15, "ETH"), held(BTC=10)), (buy(7, "ETH"), held(BTC=10))),
+    "POSITION_CONCENTRATION": (
+        {"max_concentration": 0.5},
+        (buy(15, "ETH"), held(BTC=10)),
+        (buy(7, "ETH"), held(BTC=10)),
+    ),
     # (10 000 + 10 100) / 10 000 = 2.01 > 2; 17 000 / 10 000 = 1.7 >= 1.6
-    "LEVERAGE_LIMIT": ({"max_leverage": 2}, (buy(101, "ETH"), held(BTC=100)), (buy(70, "ETH"), held(BTC=100))),
+    "LEVERAGE_LIMIT": (
+        {"max_leverage": 2},
+        (buy(101, "ETH"), held(BTC=100)),
+        (buy(70, "ETH"), held(BTC=100)),
+    ),
 }
 
 
@@ -147,11 +167,18 @@ def test_a_daily_loss_at_the_limit_halts_entries_until_the_next_utc_day() -> Non
     risk.on_equity(T0, D(10_000))
     risk.on_equity(T0 + timedelta(hours=1), D(9_500))  # 5 % down on the day
     midnight = datetime(2024, 7, 2, tzinfo=timezone.utc)
-    assert events[-1] == Halted(ts=T0 + timedelta(hours=1), reason="MAX_DAILY_LOSS", detail="day loss 0.0500", until=midnight)
+    assert events[-1] == Halted(
+        ts=T0 + timedelta(hours=1),
+        reason="MAX_DAILY_LOSS",
+        detail="day loss 0.0500",
+        until=midnight,
+    )
     assert risk.halted == "MAX_DAILY_LOSS"
     clock.now = T0 + timedelta(hours=14)
     assert risk.check(buy(1), held()).reason == "MAX_DAILY_LOSS"
-    assert risk.check(OrderRequest("BTC", SELL, D(1), D(100)), held(BTC=1)).allowed  # closing still allowed
+    assert risk.check(
+        OrderRequest("BTC", SELL, D(1), D(100)), held(BTC=1)
+    ).allowed  # closing still allowed
     clock.now = midnight
     assert risk.check(buy(1), held()).allowed and risk.halted is None
     assert isinstance(events[-1], Resumed) and events[-1].reason == "NEW_TRADING_DAY"
@@ -193,7 +220,11 @@ def test_a_drawdown_warns_at_warn_at_of_the_limit() -> None:
     risk.on_equity(T0, D(10_000))
     risk.on_equity(T0, D(9_400))  # 6 % >= 0.5 * 10 %
     (warning,) = events
-    assert isinstance(warning, RiskWarning) and warning.control == "MAX_DRAWDOWN" and warning.value == D("0.06")
+    assert (
+        isinstance(warning, RiskWarning)
+        and warning.control == "MAX_DRAWDOWN"
+        and warning.value == D("0.06")
+    )
 
 
 def test_a_manual_halt_denies_entries_with_halted_until_resumed() -> None:
@@ -218,10 +249,29 @@ def test_a_portfolio_can_be_built_from_the_position_manager() -> None:
 
 
 def test_risk_section_accepts_the_new_keys_and_refuses_out_of_range_values() -> None:
-    cfg = RiskSection(max_positions=3, max_concentration=0.5, max_leverage=2, max_daily_loss=0.05, max_drawdown=0.2)
+    cfg = RiskSection(
+        max_positions=3,
+        max_concentration=0.5,
+        max_leverage=2,
+        max_daily_loss=0.05,
+        max_drawdown=0.2,
+    )
     assert cfg.warn_at == 0.8
-    for bad in ({"max_positions": 0}, {"max_drawdown": 1.0}, {"max_daily_loss": 0}, {"warn_at": 1.5}, {"max_leverage": -1}):
+    for bad in (
+        {"max_positions": 0},
+        {"max_drawdown": 1.0},
+        {"max_daily_loss": 0},
+        {"warn_at": 1.5},
+        {"max_leverage": -1},
+    ):
         with pytest.raises(ValidationError):
             RiskSection(**bad)  # type: ignore[arg-type]
-    for name in ("max_positions", "max_concentration", "max_leverage", "max_daily_loss", "max_drawdown", "warn_at"):
+    for name in (
+        "max_positions",
+        "max_concentration",
+        "max_leverage",
+        "max_daily_loss",
+        "max_drawdown",
+        "warn_at",
+    ):
         assert RiskSection.model_fields[name].description
