@@ -357,6 +357,9 @@ class BaseStrategy(bt.Strategy):
         book = self._book_of.get(id(order.data))
         if book is None or order.status in (order.Submitted, order.Accepted):
             return
+        if book.clock.lencount > book.prepared:
+            # Streamed bars: fills come before next() on the new bar, which is not prepared yet.
+            book.prepare(book.clock.lencount)
         ref = order.ref
         stop_ref = book.stop_order.ref if book.stop_order is not None else None
         tp_ref = book.tp_order.ref if book.tp_order is not None else None

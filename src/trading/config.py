@@ -32,6 +32,9 @@ class BotSection(StrictModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$", description="Bot name, used in reports and the run database.")
     symbols: list[str] = Field(min_length=1, description="Symbols this bot trades, one feed each.")
     timeframe: str = Field("1h", description="Bar size: 1m, 5m, 15m, 1h, 4h, 1d, ...")
+    mode: Literal["backtest", "paper", "live"] = Field(
+        "backtest", description="How BaseTradingBot runs the bot (docs/modes.md); the atf command chosen overrides it."
+    )
 
     @field_validator("timeframe")
     @classmethod

@@ -111,11 +111,17 @@ def run_backtest(
     progress: Progress | None = None,
 ) -> BacktestResult:
     """Run the bot over historical bars and return trades, equity and metrics."""
-    from trading.analytics.metrics import compute_metrics
-
     frames = dict(frames) if frames is not None else load_bars(cfg)
     cerebro, strat_cls = build_cerebro(cfg, frames, progress=progress)
     strat: BaseStrategy = cerebro.run()[0]
+    return collect_result(cfg, frames, cerebro, strat)
+
+
+def collect_result(
+    cfg: BotConfig, frames: Mapping[str, pd.DataFrame], cerebro: bt.Cerebro, strat: BaseStrategy
+) -> BacktestResult:
+    """Build the result of a finished run over `frames` (every mode: one JSON contract)."""
+    from trading.analytics.metrics import compute_metrics
 
     times = _nums_to_times(strat.equity_times)
     equity = pd.Series(strat.equity_values, index=times, name="equity", dtype="float64")
@@ -176,9 +182,15 @@ def build_cerebro(
     *,
     progress: Progress | None = None,
     strategy_cls: type[BaseStrategy] = BaseStrategy,
+    feeds: Mapping[str, bt.feeds.DataBase] | None = None,
 ) -> tuple[bt.Cerebro, type[BaseStrategy]]:
-    """Assemble feeds, the SimBroker and the composed strategy into a Cerebro."""
-    cerebro = bt.Cerebro(stdstats=False, preload=True, runonce=True)
+    """Assemble feeds, the SimBroker and the composed strategy into a Cerebro.
+
+    `feeds` (symbol -> feed) replaces the historical feeds built from `frames`, e.g. the
+    streamed feeds of a paper replay: bars are then not preloaded.
+    """
+    streamed = feeds is not None
+    cerebro = bt.Cerebro(stdstats=False, preload=not streamed, runonce=not streamed)
     broker = SimBroker()
     ptc = cfg.broker.paper_trading_config
     # One model, seeded from the config, for the broker's fills and the end-of-data exit.
@@ -198,7 +210,7 @@ def build_cerebro(
     )
     cerebro.broker = broker
     for sym, df in frames.items():
-        cerebro.adddata(NumpyFeed(frame=df), name=sym)
+        cerebro.adddata(feeds[sym] if feeds is not None else NumpyFeed(frame=df), name=sym)
     cerebro.addstrategy(
         strategy_cls,
         spec=StrategySpec.from_config(cfg),

@@ -1,0 +1,341 @@
+"""BaseTradingBot: one bot, one code path, three modes (docs/modes.md).
+
+Every mode assembles the same Cerebro (`engine.build_cerebro`): the composed BaseStrategy
+and the SimBroker with the configured fill model. Only the feed changes: historical bars
+preloaded (backtest) or bars streamed one by one by `ReplayProducer` (paper replay).
+Cerebro runs in a worker thread; the asyncio loop keeps the producer, `stop()` and
+`emergency_stop()` responsive. Live feeds and brokers come with the live issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from strategy.base import BaseStrategy, _Book
+from strategy.mixins.base import Side
+from trading.bus import EventBus
+from trading.config import BotConfig, DataSection
+from trading.data.replay import ReplayFeed, ReplayProducer
+from trading.engine import build_cerebro, collect_result, load_bars
+from trading.events import BotStarted, BotStopped, Event, TradeClosed, TradeOpened
+from trading.exceptions import ATFError
+from trading.positions import PositionSide
+from trading.results import BacktestResult
+
+Mode = Literal["backtest", "paper", "live"]
+STATE_FILE = "state.json"
+EMERGENCY_STOP = "emergency_stop"
+
+
+class LiveTradingRefused(ATFError):
+    """Live trading was asked for without the config and the user both agreeing to it."""
+
+
+class ModeUnavailable(ATFError):
+    """The mode needs a feed or broker that this installation does not have."""
+
+
+def check_live_allowed(cfg: BotConfig, *, confirm_live: bool) -> None:
+    """Refuse live trading unless `broker.trading_mode: live` and the user confirmed it."""
+    if cfg.broker.trading_mode != "live":
+        raise LiveTradingRefused(
+            f"bot '{cfg.bot.name}' has broker.trading_mode: {cfg.broker.trading_mode}; "
+            "set broker.trading_mode: live in the config to trade with real money"
+        )
+    if not confirm_live:
+        raise LiveTradingRefused("live trading places real orders: pass --confirm-live to start it")
+
+
+def live_unavailable(what: str) -> ModeUnavailable:
+    """Say what a live feed or broker needs that is missing."""
+    try:
+        import ccxt  # noqa: F401
+    except ImportError:
+        need = "install the live extra: pip install 'atf[live]' (ccxt, ib_async)"
+    else:
+        need = "live feeds and broker adapters are not built yet (the live broker issue)"
+    return ModeUnavailable(f"{what} needs a live data feed and broker: {need}; "
+                           "offline, replay recorded bars with `atf paper CONFIG --replay FILE`")
+
+
+@dataclass
+class _Control:
+    """What the asyncio side and the strategy (worker thread) share."""
+
+    bot: str
+    bus: EventBus | None = None
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    emergency: threading.Event = field(default_factory=threading.Event)
+    cancel_on_stop: bool = False
+    flattening: bool = False
+    halted: bool = False
+    state: dict[str, Any] | None = None
+
+    def publish(self, event: Event) -> None:
+        if self.bus is not None:
+            self.bus.publish(event)  # never blocks: consumers run on their own queues
+
+
+def _dec(x: float) -> Decimal:
+    return Decimal(repr(float(x)))
+
+
+def _bar_time(book: _Book, i: int) -> datetime:
+    return pd.Timestamp(book.times[i], tz="UTC").to_pydatetime()
+
+
+class BotStrategy(BaseStrategy):
+    """BaseStrategy plus the bot's controls: stop, emergency stop, events, state snapshot."""
+
+    params = (("control", None),)
+
+    def next(self) -> None:
+        ctl: _Control = self.p.control
+        if ctl.emergency.is_set() and not ctl.flattening:
+            ctl.flattening = ctl.halted = True
+            self._flatten()
+        super().next()
+        if ctl.flattening and all(b.trade is None for b in self.books):
+            ctl.stop_requested.set()
+        if ctl.stop_requested.is_set():
+            self.env.runstop()  # cerebro ends after this bar; stop() runs next
+
+    def _maybe_enter(self, book: _Book, i: int) -> None:
+        if not self.p.control.halted:
+            super()._maybe_enter(book, i)
+
+    def _flatten(self) -> None:
+        """Cancel every working order and close every position at the next open."""
+        for book in self.books:
+            trade = book.trade
+            if trade is None:
+                continue
+            if not trade.is_filled:
+                self._cancel_protection(book, with_partial=True)
+                self._cancel_entry_rest(book)
+                book.trade = None
+            elif book.exit_ref is None:
+                self.decisions.append((book.symbol, book.clock.lencount - 1, "exit", EMERGENCY_STOP))
+                self._exit_at_market(book, EMERGENCY_STOP)
+
+    def _on_entry_fill(self, book: _Book, order: Any, done: bool = True) -> None:
+        opened = book.trade is not None and not book.trade.is_filled
+        super()._on_entry_fill(book, order, done)
+        trade = book.trade
+        if opened and trade is not None and trade.is_filled:
+            i = book.clock.lencount - 1
+            self.p.control.publish(TradeOpened(
+                ts=_bar_time(book, i), trade_id=f"{book.symbol}-{i}", symbol=book.symbol,
+                side=PositionSide.LONG if trade.side is Side.LONG else PositionSide.SHORT,
+                quantity=_dec(trade.quantity), entry_price=_dec(trade.entry_price or 0.0),
+            ))
+
+    def _record(self, book: _Book, i: int, price: float, exit_fee: float, reason: str, **kw: Any) -> None:
+        trade = book.trade
+        entry_index = trade.entry_index if trade is not None else i
+        super()._record(book, i, price, exit_fee, reason, **kw)
+        rec = self.trade_records[-1]
+        self.p.control.publish(TradeClosed(
+            ts=_bar_time(book, i), trade_id=f"{book.symbol}-{entry_index}", symbol=rec.symbol,
+            side=PositionSide(rec.side), quantity=_dec(rec.quantity), entry_price=_dec(rec.entry_price),
+            exit_price=_dec(rec.exit_price), realised_pnl=_dec(rec.gross_pnl), fees=_dec(rec.fees),
+        ))
+
+    def stop(self) -> None:
+        ctl: _Control = self.p.control
+        ctl.state = self._snapshot()
+        if ctl.cancel_on_stop:
+            for order in self.broker.get_orders_open():
+                self.broker.cancel(order)
+        super().stop()  # marks what is still open to the last close (end_of_data) in the result
+
+    def _snapshot(self) -> dict[str, Any]:
+        """Return open positions, working orders and the last bar time of every symbol."""
+        positions, last = [], {}
+        for book in self.books:
+            n = book.clock.lencount
+            if n > book.prepared:
+                book.prepare(n)
+            if n:
+                last[book.symbol] = _bar_time(book, n - 1).isoformat()
+            t = book.trade
+            if t is not None and t.is_filled and t.entry_index is not None:
+                positions.append({
+                    "symbol": book.symbol, "side": t.side.value, "quantity": t.quantity,
+                    "entry_price": t.entry_price, "entry_time": _bar_time(book, t.entry_index).isoformat(),
+                    "stop": t.stop, "take_profit": t.take_profit, "entry_tag": t.entry_tag,
+                })
+        kinds = {0: "market", 1: "close", 2: "limit", 3: "stop", 4: "stop_limit"}
+        orders = [
+            {"symbol": o.data._name, "side": "buy" if o.isbuy() else "sell", "type": kinds.get(o.exectype, str(o.exectype)),
+             "quantity": abs(o.created.size) - abs(o.executed.size), "price": o.created.price}
+            for o in self.broker.get_orders_open()
+        ]
+        return {"last_bar_time": last, "positions": positions, "open_orders": orders}
+
+
+class BaseTradingBot:
+    """Run one bot in backtest, paper (replay) or live mode; see docs/modes.md.
+
+    `frames` gives the bars (symbol -> OHLCV frame) instead of the configured data; in paper
+    mode `replay` names the CSV to stream (one file, or symbol -> file). `speed` is the
+    replay pace (N× real time; None or "max": as fast as the strategy takes them).
+    """
+
+    def __init__(
+        self,
+        config: BotConfig,
+        *,
+        frames: Mapping[str, pd.DataFrame] | None = None,
+        replay: str | Path | Mapping[str, str | Path] | None = None,
+        speed: float | str | None = None,
+        bus: EventBus | None = None,
+        mode: Mode | None = None,
+        state_dir: str | Path | None = None,
+        confirm_live: bool = False,
+        cancel_on_stop: bool = False,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[None]] | None = None,
+    ) -> None:
+        self.config = config
+        self.mode: Mode = mode or config.bot.mode
+        self.frames = dict(frames) if frames is not None else None
+        self.replay = replay
+        self.speed = None if speed in (None, "max") else float(speed)  # type: ignore[arg-type]
+        if self.speed is not None and self.speed <= 0:
+            raise ValueError(f"speed must be positive or 'max', got {speed}")
+        self.bus = bus
+        self.state_dir = Path(state_dir) if state_dir is not None else None
+        self.confirm_live = confirm_live
+        self._control = _Control(bot=config.bot.name, bus=bus, cancel_on_stop=cancel_on_stop)
+        self._pacing = {k: v for k, v in (("clock", clock), ("sleep", sleep)) if v is not None}
+        self._producer: ReplayProducer | None = None
+        self._feeds: dict[str, ReplayFeed] = {}
+        self._done = asyncio.Event()
+        self._running = False
+        self.stop_reason = ""
+        self.result: BacktestResult | None = None
+
+    # ------------------------------------------------------------------ control
+    async def start_trading(self) -> BacktestResult:
+        """Run until the data ends or `stop()`; return the result (one JSON contract)."""
+        self._done.clear()
+        if self.mode == "live":
+            check_live_allowed(self.config, confirm_live=self.confirm_live)
+            raise live_unavailable("live trading")
+        if self.mode == "paper" and self.frames is None and self.replay is None:
+            raise live_unavailable("paper trading without --replay")
+        frames = self.frames if self.frames is not None else self._load_frames()
+        if self.bus is not None:
+            await self.bus.start()
+        self._control.publish(BotStarted(ts=_now(), bot=self.config.bot.name, mode=self.mode))
+        self._running = True
+        try:
+            result = await (self._run_replay(frames) if self.mode == "paper" else self._run_backtest(frames))
+        finally:
+            self._running = False
+            self._done.set()
+        reason = self.stop_reason or "end_of_data"
+        result.diagnostics["mode"] = self.mode
+        result.diagnostics["stop_reason"] = reason
+        self._write_state(reason)
+        self._control.publish(BotStopped(ts=_now(), bot=self.config.bot.name, reason=reason))
+        self.result = result
+        return result
+
+    async def stop(self, reason: str = "stop") -> None:
+        """End after the current bar, save the state and let `start_trading` return."""
+        self.stop_reason = self.stop_reason or reason
+        self._control.stop_requested.set()
+        if self._producer is not None:
+            self._producer.stop()
+        for feed in self._feeds.values():
+            feed.finish()  # wakes a feed waiting for its next bar
+        if self._running:
+            await self._done.wait()
+
+    async def emergency_stop(self) -> None:
+        """Cancel every open order, close every position at the next bar's open, then halt."""
+        self.stop_reason = EMERGENCY_STOP
+        self._control.halted = True
+        self._control.emergency.set()
+        if self._running:
+            await self._done.wait()
+
+    @property
+    def state(self) -> dict[str, Any] | None:
+        """Return the state saved at the last stop (positions, open orders, last bar times)."""
+        return self._control.state
+
+    # ------------------------------------------------------------------ runs
+    async def _run_backtest(self, frames: dict[str, pd.DataFrame]) -> BacktestResult:
+        cerebro, _ = build_cerebro(self.config, frames, strategy_cls=self._strategy_cls())
+        strat = (await asyncio.to_thread(cerebro.run))[0]
+        return collect_result(self.config, _seen(frames, strat), cerebro, strat)
+
+    async def _run_replay(self, frames: dict[str, pd.DataFrame]) -> BacktestResult:
+        self._feeds = {sym: ReplayFeed() for sym in frames}
+        self._producer = ReplayProducer(frames, self._feeds, speed=self.speed, **self._pacing)  # type: ignore[arg-type]
+        cerebro, _ = build_cerebro(self.config, frames, strategy_cls=self._strategy_cls(), feeds=self._feeds)
+        if self._control.stop_requested.is_set():
+            self._producer.stop()
+        producer = asyncio.create_task(self._producer.run(), name=f"replay-{self.config.bot.name}")
+        try:
+            strat = (await asyncio.to_thread(cerebro.run))[0]
+        finally:
+            self._producer.stop()
+            if not producer.done():
+                producer.cancel()
+            (failure,) = await asyncio.gather(producer, return_exceptions=True)
+        if isinstance(failure, Exception):
+            raise failure
+        seen = _seen(frames, strat)
+        if not seen:
+            raise ATFError(f"bot '{self.config.bot.name}' stopped before its first bar")
+        return collect_result(self.config, seen, cerebro, strat)
+
+    def _strategy_cls(self) -> type[BotStrategy]:
+        # build_cerebro passes only the engine's parameters: bind this bot's control here.
+        return type("BotStrategy", (BotStrategy,), {"params": (("control", self._control),)})
+
+    def _load_frames(self) -> dict[str, pd.DataFrame]:
+        cfg, replay = self.config, self.replay
+        if isinstance(replay, Mapping):
+            data = DataSection(source="csv", paths={s: str(p) for s, p in replay.items()}, tz=cfg.data.tz)
+            return load_bars(cfg.model_copy(update={"data": data}))
+        return load_bars(cfg, data_file=replay)
+
+    def _write_state(self, reason: str) -> None:
+        state = self._control.state
+        if state is None or self.state_dir is None:
+            return
+        from trading.analytics.report import atomic_write_bytes
+
+        doc = {"bot": self.config.bot.name, "mode": self.mode, "stopped_at": _now().isoformat(),
+               "stop_reason": reason, "halted": self._control.halted, **state}
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.state_dir / STATE_FILE, (json.dumps(doc, indent=2) + "\n").encode())
+
+
+def _seen(frames: Mapping[str, pd.DataFrame], strat: BaseStrategy) -> dict[str, pd.DataFrame]:
+    """Cut each frame to the bars the strategy saw (all of them unless stopped early)."""
+    out = {}
+    for book in strat.books:
+        n = book.clock.lencount
+        if n:
+            out[book.symbol] = frames[book.symbol].iloc[:n]
+    return out
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
