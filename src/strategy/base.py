@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import backtrader as bt
@@ -25,7 +26,9 @@ import numpy as np
 import pandas as pd
 
 from strategy.mixins.base import Bars, EntryMixin, ExitMixin, ExitPlan, OpenTrade, Side, combine
+from strategy.risk_gate import bar_datetime, check_entry, dec
 from trading.results import TradeRecord
+from trading.risk import RiskController
 from trading.sizing import position_quantity
 
 _NO_EXIT_YET = -(10**9)
@@ -140,6 +143,7 @@ class BaseStrategy(bt.Strategy):
         ("slippage", None),  # (model, amount): for the end-of-data mark-to-market exit
         ("commission_rate", 0.0),
         ("fill_model", None),  # trading.brokers.fill_model.FillModel: costs of the end-of-data exit
+        ("bus", None),  # trading.bus.EventBus for the risk events (RiskDenied, Halted, ...)
     )
 
     def __init__(self) -> None:
@@ -158,6 +162,9 @@ class BaseStrategy(bt.Strategy):
         self.equity_times: list[float] = []
         self.end_adjustment = 0.0
         self._progress: Callable[[int, int], None] | None = self.p.progress
+        # Every entry passes the RiskController, on the bar clock, in every mode.
+        self.risk = RiskController(spec.risk, clock=self._bar_now, bus=self.p.bus)
+        self._watch_equity = spec.risk.max_daily_loss is not None or spec.risk.max_drawdown is not None
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -175,9 +182,12 @@ class BaseStrategy(bt.Strategy):
             if i >= book.prepared:
                 book.prepare(i + 1)  # streaming: recompute over the bars seen so far
             self._step(book, i)
-        self.equity_values.append(self.broker.getvalue())
+        value = self.broker.getvalue()
+        self.equity_values.append(value)
         clock = self._clock
         self.equity_times.append(clock.array[clock.idx])
+        if self._watch_equity:
+            self.risk.on_equity(self._bar_now(), dec(value))
         if self._progress is not None:
             n = len(self)
             if n % self.p.progress_every == 0:
@@ -253,8 +263,11 @@ class BaseStrategy(bt.Strategy):
         if plan.stop is None and self.spec.risk.stop_loss_required:
             self._refuse("STOP_LOSS_REQUIRED")
             return
-        qty, reason = position_quantity(
-            self.spec.sizing, self.spec.risk, equity=self.broker.getvalue(), price=ref, stop=plan.stop
+        equity = self.broker.getvalue()
+        qty, reason = position_quantity(self.spec.sizing, self.spec.risk, equity=equity, price=ref, stop=plan.stop)
+        reason = reason or check_entry(
+            self.risk, self.books, symbol=book.symbol, sign=side.sign, quantity=qty, price=ref, stop=plan.stop,
+            equity=equity,
         )
         if reason:
             self._refuse(reason)
@@ -557,6 +570,11 @@ class BaseStrategy(bt.Strategy):
         book.resize_exits = False
         book.exit_seen.clear()
         book.last_exit = i
+
+    def _bar_now(self) -> datetime:
+        """Return the current bar's time (the risk controller's clock)."""
+        clock = self._clock
+        return bar_datetime(clock.array[clock.idx]) if len(clock.array) else datetime.now(timezone.utc)
 
     def _refuse(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1

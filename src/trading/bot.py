@@ -103,6 +103,7 @@ class BotStrategy(BaseStrategy):
         ctl: _Control = self.p.control
         if ctl.emergency.is_set() and not ctl.flattening:
             ctl.flattening = ctl.halted = True
+            self.risk.halt("EMERGENCY_STOP", "emergency stop: orders cancelled, positions closed")
             self._flatten()
         super().next()
         if ctl.flattening and all(b.trade is None for b in self.books):
@@ -253,22 +254,30 @@ class BaseTradingBot:
         self.result = result
         return result
 
-    async def stop(self, reason: str = "stop") -> None:
-        """End after the current bar, save the state and let `start_trading` return."""
+    def request_stop(self, reason: str = "stop") -> None:
+        """Ask the bot to end after the current bar; thread-safe, returns at once."""
         self.stop_reason = self.stop_reason or reason
         self._control.stop_requested.set()
         if self._producer is not None:
             self._producer.stop()
         for feed in self._feeds.values():
             feed.finish()  # wakes a feed waiting for its next bar
+
+    def request_emergency_stop(self) -> None:
+        """Ask for an emergency stop (see `emergency_stop`); thread-safe, returns at once."""
+        self.stop_reason = EMERGENCY_STOP
+        self._control.halted = True
+        self._control.emergency.set()
+
+    async def stop(self, reason: str = "stop") -> None:
+        """End after the current bar, save the state and wait until `start_trading` returns."""
+        self.request_stop(reason)
         if self._running:
             await self._done.wait()
 
     async def emergency_stop(self) -> None:
         """Cancel every open order, close every position at the next bar's open, then halt."""
-        self.stop_reason = EMERGENCY_STOP
-        self._control.halted = True
-        self._control.emergency.set()
+        self.request_emergency_stop()
         if self._running:
             await self._done.wait()
 
@@ -306,7 +315,7 @@ class BaseTradingBot:
 
     def _strategy_cls(self) -> type[BotStrategy]:
         # build_cerebro passes only the engine's parameters: bind this bot's control here.
-        return type("BotStrategy", (BotStrategy,), {"params": (("control", self._control),)})
+        return type("BotStrategy", (BotStrategy,), {"params": (("control", self._control), ("bus", self.bus))})
 
     def _load_frames(self) -> dict[str, pd.DataFrame]:
         cfg, replay = self.config, self.replay

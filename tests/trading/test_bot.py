@@ -1,0 +1,260 @@
+"""BaseTradingBot: paper replay trades exactly as the backtest, pacing, stop, emergency stop, live guard."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from trading.bot import BaseTradingBot, LiveTradingRefused, ModeUnavailable, check_live_allowed
+from trading.bus import EventBus
+from trading.config import BotConfig, parse_config
+from trading.data import generate_ohlcv
+from trading.data.replay import ReplayFeed, ReplayProducer
+from trading.engine import load_bars, run_backtest
+from trading.events import BotStarted, BotStopped, Event, TradeClosed, TradeOpened
+
+
+def bot_yaml(symbols: list[str], *, risk: str = "", trading_mode: str = "paper") -> str:
+    return f"""
+bot: {{name: replay_test, symbols: [{", ".join(symbols)}], timeframe: 1h}}
+data: {{source: synthetic, bars: 400, seed: 7}}
+strategy:
+  name: t
+  entry_mixins:
+    - name: RSIOrBBEntryMixin
+      parameters: {{e_rsi_period: 14, e_rsi_oversold: 35, e_bb_period: 20, e_bb_dev: 1.8, e_cooldown_bars: 2}}
+  exit_mixins:
+    - name: AdvancedATRExitMixin
+      parameters: {{x_atr_period: 14, x_sl_multiplier: 1.5, x_tp_multiplier: 2.0, x_trailing_enabled: true}}
+  position_size: 0.2
+broker:
+  trading_mode: {trading_mode}
+  cash: 10000.0
+  commission_rate: 0.001
+  paper_trading_config: {{slippage_model: percent, base_slippage: 0.0005}}
+risk_management: {{stop_loss_required: true{risk}}}
+"""
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> Path:
+    df.rename_axis("datetime").to_csv(path)
+    return path
+
+
+def trade_rows(result) -> list[dict]:  # type: ignore[no-untyped-def]
+    return [t.to_dict() for t in result.trades]
+
+
+def replay(cfg: BotConfig, **kw) -> tuple[BaseTradingBot, object]:  # type: ignore[no-untyped-def]
+    bot = BaseTradingBot(cfg, mode="paper", **kw)
+    return bot, asyncio.run(bot.start_trading())
+
+
+@pytest.fixture(scope="module")
+def csvs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bars")
+    a = generate_ohlcv(400, seed=11, timeframe="1h", start="2021-03-01")
+    # The second symbol starts 30 bars later and has a gap: replay must align them by time.
+    b = generate_ohlcv(400, seed=12, timeframe="1h", start="2021-03-01", start_price=40.0).iloc[30:]
+    b = b.drop(b.index[100:104])
+    return {"AAA": write_csv(a, folder / "aaa.csv"), "BBB": write_csv(b, folder / "bbb.csv")}
+
+
+def test_paper_replay_at_max_speed_gives_the_backtest_trades_and_final_value(csvs, tmp_path: Path) -> None:
+    cfg = parse_config(bot_yaml(["AAA"]))
+    backtest = run_backtest(cfg, load_bars(cfg, data_file=csvs["AAA"]))
+    _, paper = replay(cfg, replay=csvs["AAA"], speed="max", state_dir=tmp_path)
+    assert len(backtest.trades) >= 5
+    assert trade_rows(paper) == trade_rows(backtest)
+    assert paper.final_value == backtest.final_value
+    assert paper.equity.equals(backtest.equity)
+    assert paper.to_dict().keys() == backtest.to_dict().keys()
+    assert paper.diagnostics["mode"] == "paper"
+
+
+def test_multi_symbol_paper_replay_gives_the_backtest_trades(csvs, tmp_path: Path) -> None:
+    cfg = parse_config(bot_yaml(["AAA", "BBB"]))
+    backtest = run_backtest(cfg, load_bars(cfg.model_copy(update={"data": _csv_data(csvs)})))
+    _, paper = replay(cfg, replay=csvs, speed=None, state_dir=tmp_path)
+    assert {t.symbol for t in backtest.trades} == {"AAA", "BBB"}
+    assert trade_rows(paper) == trade_rows(backtest)
+    assert paper.final_value == backtest.final_value
+
+
+def test_multi_symbol_replay_with_max_positions_refuses_the_second_symbol(csvs, tmp_path: Path) -> None:
+    cfg = parse_config(bot_yaml(["AAA", "BBB"], risk=", max_positions: 1"))
+    free = run_backtest(parse_config(bot_yaml(["AAA", "BBB"])), load_bars(cfg.model_copy(update={"data": _csv_data(csvs)})))
+    bus = EventBus()
+    denied: list[Event] = []
+    bus.subscribe(denied.append, inline=True, name="denials")
+    _, paper = replay(cfg, replay=csvs, speed="max", bus=bus, state_dir=tmp_path)
+    refused = paper.diagnostics["refusals"].get("MAX_POSITIONS", 0)
+    assert refused > 0
+    assert len(paper.trades) < len(free.trades)
+    assert sum(type(e).__name__ == "RiskDenied" and e.reason == "MAX_POSITIONS" for e in denied) == refused  # type: ignore[attr-defined]
+    # Never two positions at once: the trades of the two symbols do not overlap in time.
+    spans = sorted((t.entry_time, t.exit_time) for t in paper.trades)
+    for (_, exit_a), (entry_b, _) in zip(spans, spans[1:]):
+        assert entry_b > exit_a
+    # The same limit gives the same trades in a backtest: risk runs in every mode.
+    backtest = run_backtest(cfg, load_bars(cfg.model_copy(update={"data": _csv_data(csvs)})))
+    assert trade_rows(paper) == trade_rows(backtest)
+
+
+def _csv_data(csvs: dict[str, Path]):  # type: ignore[no-untyped-def]
+    from trading.config import DataSection
+
+    return DataSection(source="csv", paths={s: str(p) for s, p in csvs.items()})
+
+
+class _FakeTime:
+    """A test clock: `sleep` advances it instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _timed_feeds(fake: _FakeTime, symbols: list[str], log: list[tuple[str, float]]) -> dict[str, ReplayFeed]:
+    class TimedFeed(ReplayFeed):
+        def put(self, bar):  # type: ignore[no-untyped-def]
+            log.append((self._name, fake.now - 1000.0))
+            super().put(bar)
+
+    feeds = {}
+    for s in symbols:
+        feeds[s] = TimedFeed()
+        feeds[s]._name = s
+    return feeds
+
+
+@pytest.mark.parametrize("speed", [60.0, 3600.0, 7.5])
+def test_producer_delivers_bar_k_at_k_bar_seconds_over_speed(speed: float) -> None:
+    fake, log = _FakeTime(), []
+    frames = {
+        "AAA": generate_ohlcv(50, seed=1, timeframe="1h", start="2022-01-01"),
+        "BBB": generate_ohlcv(50, seed=2, timeframe="1h", start="2022-01-01"),
+    }
+    feeds = _timed_feeds(fake, list(frames), log)
+    producer = ReplayProducer(frames, feeds, speed=speed, clock=fake.clock, sleep=fake.sleep)
+    asyncio.run(producer.run())
+    for sym in frames:
+        times = [t for s, t in log if s == sym]
+        assert times == pytest.approx([k * 3600.0 / speed for k in range(50)])
+    assert all(f.bars.qsize() == 51 for f in feeds.values())  # 50 bars and the end marker
+
+
+def test_producer_follows_the_bar_times_across_a_gap_and_at_max_speed_never_waits() -> None:
+    fake, log = _FakeTime(), []
+    df = generate_ohlcv(10, seed=3, timeframe="30m", start="2022-01-01")
+    df = df.drop(df.index[[2, 3]])
+    feeds = _timed_feeds(fake, ["AAA"], log)
+    asyncio.run(ReplayProducer({"AAA": df}, feeds, speed=2.0, clock=fake.clock, sleep=fake.sleep).run())
+    assert [t for _, t in log] == pytest.approx([0, 900, 3600, 4500, 5400, 6300, 7200, 8100])
+    fake2, log2 = _FakeTime(), []
+    asyncio.run(ReplayProducer({"AAA": df}, _timed_feeds(fake2, ["AAA"], log2), speed=None,
+                               clock=fake2.clock, sleep=fake2.sleep).run())
+    assert len(log2) == len(df) and fake2.now == 1000.0
+
+
+def test_stop_mid_replay_saves_state_and_returns_the_bars_seen(csvs, tmp_path: Path) -> None:
+    cfg = parse_config(bot_yaml(["AAA"]))
+    bus = EventBus()
+    bot = BaseTradingBot(cfg, mode="paper", replay=csvs["AAA"], speed="max", bus=bus, state_dir=tmp_path)
+    closed: list[TradeClosed] = []
+
+    def on_closed(event: Event) -> None:
+        closed.append(event)  # type: ignore[arg-type]
+        if len(closed) == 3:
+            bot.request_stop("operator")  # from the strategy's thread, in the middle of a bar
+
+    bus.subscribe(on_closed, TradeClosed, inline=True, name="stopper")
+    result = asyncio.run(bot.start_trading())
+    full = load_bars(cfg, data_file=csvs["AAA"])["AAA"]
+    assert 0 < result.bars < len(full)
+    assert len(result.equity) == result.bars
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["stop_reason"] == "operator" == result.diagnostics["stop_reason"]
+    assert state["last_bar_time"] == {"AAA": pd.Timestamp(result.end).isoformat()}
+    # The bars seen are exactly a backtest over the same bars, trade for trade.
+    backtest = run_backtest(cfg, {"AAA": full.iloc[: result.bars]})
+    assert trade_rows(result) == trade_rows(backtest)
+    assert result.final_value == backtest.final_value
+
+
+def test_emergency_stop_cancels_orders_and_flattens_with_reason_emergency_stop(csvs, tmp_path: Path) -> None:
+    cfg = parse_config(bot_yaml(["AAA"]))
+    bus = EventBus()
+    bot = BaseTradingBot(cfg, mode="paper", replay=csvs["AAA"], speed="max", bus=bus, state_dir=tmp_path)
+    events: list[Event] = []
+
+    def on_event(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, TradeOpened):
+            bot.request_emergency_stop()
+
+    bus.subscribe(on_event, inline=True, name="watcher")
+    result = asyncio.run(bot.start_trading())
+    [trade] = result.trades  # the one position was closed and nothing opened after it
+    assert trade.exit_reason == "emergency_stop"
+    assert trade.bars_held == 1  # market exit at the open after the bar the entry filled on
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["positions"] == [] and state["open_orders"] == []
+    assert state["halted"] is True and state["stop_reason"] == "emergency_stop"
+    assert pd.Timestamp(state["last_bar_time"]["AAA"]) == pd.Timestamp(trade.exit_time)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[0] == "BotStarted" and kinds[-1] == "BotStopped"
+    assert "Halted" in kinds and kinds.count("TradeClosed") == 1
+
+
+def test_bot_publishes_started_trades_and_stopped_and_backtest_mode_is_the_backtest(csvs) -> None:
+    cfg = parse_config(bot_yaml(["AAA"]))
+    frames = load_bars(cfg, data_file=csvs["AAA"])
+    bus = EventBus()
+    seen: list[Event] = []
+    bus.subscribe(seen.append, BotStarted, BotStopped, TradeOpened, TradeClosed, inline=True, name="all")
+    result = asyncio.run(BaseTradingBot(cfg, frames=frames, bus=bus).start_trading())
+    assert trade_rows(result) == trade_rows(run_backtest(cfg, frames))
+    assert isinstance(seen[0], BotStarted) and seen[0].mode == "backtest"
+    assert isinstance(seen[-1], BotStopped) and seen[-1].reason == "end_of_data"
+    closed = [e for e in seen if isinstance(e, TradeClosed)]
+    assert [float(e.exit_price) for e in closed] == [t.exit_price for t in sorted(
+        result.trades, key=lambda t: (t.exit_time, t.entry_time))]
+    assert sum(isinstance(e, TradeOpened) for e in seen) == len(closed)
+
+
+def test_live_refuses_unless_the_config_says_live_and_the_user_confirms() -> None:
+    paper_cfg = parse_config(bot_yaml(["AAA"]))
+    with pytest.raises(LiveTradingRefused, match="broker.trading_mode: live"):
+        check_live_allowed(paper_cfg, confirm_live=True)
+    live_cfg = parse_config(bot_yaml(["AAA"], trading_mode="live"))
+    with pytest.raises(LiveTradingRefused, match="--confirm-live"):
+        check_live_allowed(live_cfg, confirm_live=False)
+    with pytest.raises(LiveTradingRefused, match="--confirm-live"):
+        asyncio.run(BaseTradingBot(live_cfg, mode="live").start_trading())
+    with pytest.raises(ModeUnavailable, match=r"atf\[live\]|live broker issue"):
+        asyncio.run(BaseTradingBot(live_cfg, mode="live", confirm_live=True).start_trading())
+
+
+def test_paper_without_replay_names_what_is_missing() -> None:
+    cfg = parse_config(bot_yaml(["AAA"]))
+    with pytest.raises(ModeUnavailable, match="--replay"):
+        asyncio.run(BaseTradingBot(cfg, mode="paper").start_trading())
+
+
+def test_mode_comes_from_the_config_unless_overridden() -> None:
+    cfg = parse_config(bot_yaml(["AAA"]).replace("timeframe: 1h}", "timeframe: 1h, mode: paper}"))
+    assert BaseTradingBot(cfg).mode == "paper"
+    assert BaseTradingBot(cfg, mode="backtest").mode == "backtest"
+    assert BaseTradingBot(parse_config(bot_yaml(["AAA"]))).mode == "backtest"
