@@ -8,7 +8,7 @@ Decimal cap, so such a quantity is checked as the cap itself rather than denied 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -26,7 +26,7 @@ def dec(x: float) -> Decimal:
 def bar_datetime(day_number: float) -> datetime:
     """Convert a backtrader day number to a UTC datetime (millisecond precision)."""
     ms = round((day_number - 719163.0) * 86_400_000)
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
 
 
 def holdings(books: Iterable[Any]) -> dict[str, Holding]:

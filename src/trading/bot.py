@@ -10,11 +10,12 @@ Cerebro runs in a worker thread; the asyncio loop keeps the producer, `stop()` a
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -58,9 +59,7 @@ def check_live_allowed(cfg: BotConfig, *, confirm_live: bool) -> None:
 
 def live_unavailable(what: str) -> ModeUnavailable:
     """Say what a live feed or broker needs that is missing."""
-    try:
-        import ccxt  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("ccxt") is None:
         need = "install the live extra: pip install 'atf[live]' (ccxt, ib_async)"
     else:
         need = "live feeds and broker adapters are not built yet (the live broker issue)"
@@ -97,7 +96,7 @@ def _bar_time(book: _Book, i: int) -> datetime:
 class BotStrategy(BaseStrategy):
     """BaseStrategy plus the bot's controls: stop, emergency stop, events, state snapshot."""
 
-    params = (("control", None),)
+    params = (("control", None),)  # type: ignore[assignment]  # backtrader merges it with the base's
 
     def next(self) -> None:
         ctl: _Control = self.p.control
@@ -347,4 +346,4 @@ def _seen(frames: Mapping[str, pd.DataFrame], strat: BaseStrategy) -> dict[str, 
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def test_multi_symbol_replay_with_max_positions_refuses_the_second_symbol(csvs, 
     assert sum(type(e).__name__ == "RiskDenied" and e.reason == "MAX_POSITIONS" for e in denied) == refused  # type: ignore[attr-defined]
     # Never two positions at once: the trades of the two symbols do not overlap in time.
     spans = sorted((t.entry_time, t.exit_time) for t in paper.trades)
-    for (_, exit_a), (entry_b, _) in zip(spans, spans[1:]):
+    for (_, exit_a), (entry_b, _) in itertools.pairwise(spans):
         assert entry_b > exit_a
     # The same limit gives the same trades in a backtest: risk runs in every mode.
     backtest = run_backtest(cfg, load_bars(cfg.model_copy(update={"data": _csv_data(csvs)})))
