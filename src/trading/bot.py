@@ -153,10 +153,14 @@ class BotStrategy(BaseStrategy):
 
     def stop(self) -> None:
         ctl: _Control = self.p.control
-        ctl.state = self._snapshot()
+        cancelled = 0
         if ctl.cancel_on_stop:
-            for order in self.broker.get_orders_open():
-                self.broker.cancel(order)
+            working = self.broker.get_orders_open()
+            for order in working:
+                if order.alive():  # cancelling one leg of an OCO pair cancels the other
+                    self.broker.cancel(order)
+            cancelled = len(working) - len(self.broker.get_orders_open())
+        ctl.state = {**self._snapshot(), "cancelled_on_stop": cancelled}
         super().stop()  # marks what is still open to the last close (end_of_data) in the result
 
     def _snapshot(self) -> dict[str, Any]:

@@ -194,6 +194,29 @@ def test_stop_mid_replay_saves_state_and_returns_the_bars_seen(csvs, tmp_path: P
     assert result.final_value == backtest.final_value
 
 
+@pytest.mark.parametrize("cancel", [False, True])
+def test_stop_with_a_position_open_keeps_or_cancels_its_orders_as_configured(csvs, tmp_path: Path, cancel: bool) -> None:
+    cfg = parse_config(bot_yaml(["AAA"]))
+    bus = EventBus()
+    bot = BaseTradingBot(cfg, mode="paper", replay=csvs["AAA"], speed="max", bus=bus, state_dir=tmp_path,
+                         cancel_on_stop=cancel)
+    bus.subscribe(lambda e: bot.request_stop(), TradeOpened, inline=True, name="stopper")
+    result = asyncio.run(bot.start_trading())
+    state = json.loads((tmp_path / "state.json").read_text())
+    [position] = state["positions"]
+    assert position["symbol"] == "AAA" and position["quantity"] > 0
+    # The result still values the open position at the last close, as a backtest does.
+    [trade] = result.trades
+    assert trade.exit_reason == "end_of_data" and trade.quantity == position["quantity"]
+    if cancel:
+        assert state["open_orders"] == [] and state["cancelled_on_stop"] == 2
+    else:
+        assert state["cancelled_on_stop"] == 0
+        assert sorted((o["type"], o["price"]) for o in state["open_orders"]) == sorted(
+            [("stop", position["stop"]), ("limit", position["take_profit"])]
+        )
+
+
 def test_emergency_stop_cancels_orders_and_flattens_with_reason_emergency_stop(csvs, tmp_path: Path) -> None:
     cfg = parse_config(bot_yaml(["AAA"]))
     bus = EventBus()
