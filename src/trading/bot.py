@@ -30,6 +30,7 @@ from trading.data.replay import ReplayFeed, ReplayProducer
 from trading.engine import build_cerebro, collect_result, load_bars
 from trading.events import BotStarted, BotStopped, Event, TradeClosed, TradeOpened
 from trading.exceptions import ATFError
+from trading.order_events import OrderEventPublisher
 from trading.positions import PositionSide
 from trading.results import BacktestResult
 
@@ -109,6 +110,17 @@ class BotStrategy(BaseStrategy):
             ctl.stop_requested.set()
         if ctl.stop_requested.is_set():
             self.env.runstop()  # cerebro ends after this bar; stop() runs next
+
+    def start(self) -> None:
+        super().start()
+        ctl: _Control = self.p.control
+        self._order_events = OrderEventPublisher(ctl.bot, ctl.publish) if ctl.bus is not None else None
+        self._book_names = {b.symbol for b in self.books}
+
+    def notify_order(self, order: Any) -> None:
+        super().notify_order(order)
+        if self._order_events is not None and order.data._name in self._book_names:
+            self._order_events.on_order(order, self._bar_now())
 
     def _maybe_enter(self, book: _Book, i: int) -> None:
         if not self.p.control.halted:

@@ -16,7 +16,18 @@ from trading.config import BotConfig, parse_config
 from trading.data import generate_ohlcv
 from trading.data.replay import ReplayFeed, ReplayProducer
 from trading.engine import load_bars, run_backtest
-from trading.events import BotStarted, BotStopped, Event, TradeClosed, TradeOpened
+from trading.events import (
+    BotStarted,
+    BotStopped,
+    Event,
+    OrderCancelled,
+    OrderFilled,
+    OrderPartiallyFilled,
+    OrderRejected,
+    OrderSubmitted,
+    TradeClosed,
+    TradeOpened,
+)
 
 
 def bot_yaml(symbols: list[str], *, risk: str = "", trading_mode: str = "paper") -> str:
@@ -282,3 +293,27 @@ def test_mode_comes_from_the_config_unless_overridden() -> None:
     assert BaseTradingBot(cfg).mode == "paper"
     assert BaseTradingBot(cfg, mode="backtest").mode == "backtest"
     assert BaseTradingBot(parse_config(bot_yaml(["AAA"]))).mode == "backtest"
+
+
+def test_order_events_follow_every_order_from_submission_to_fill_with_stable_ids(csvs) -> None:
+    cfg = parse_config(bot_yaml(["AAA"]))
+
+    def run() -> tuple[list[Event], object]:
+        bus, seen = EventBus(), []
+        bus.subscribe(seen.append, inline=True, name="all")
+        result = asyncio.run(BaseTradingBot(cfg, mode="paper", replay=csvs["AAA"], speed="max", bus=bus).start_trading())
+        return seen, result
+
+    events, result = run()
+    submitted = {e.client_order_id: e for e in events if isinstance(e, OrderSubmitted)}
+    fills = [e for e in events if isinstance(e, (OrderFilled, OrderPartiallyFilled))]
+    assert fills and all(f.client_order_id in submitted for f in fills)
+    done = [e for e in events if isinstance(e, (OrderFilled, OrderCancelled, OrderRejected))]
+    assert len({e.client_order_id for e in done}) == len(done)  # one final event per order
+    entries = [f for f in fills if submitted[f.client_order_id].tag == "entry"]
+    assert [float(f.last_price) for f in entries] == [t.entry_price for t in result.trades][: len(entries)]
+    exits = {float(f.last_price) for f in fills if submitted[f.client_order_id].tag != "entry"}
+    assert {t.exit_price for t in result.trades if t.exit_reason != "end_of_data"} <= exits
+    # A replay of the same bars gives the same client order ids.
+    again, _ = run()
+    assert [e.client_order_id for e in again if isinstance(e, OrderSubmitted)] == list(submitted)
