@@ -317,3 +317,20 @@ def test_order_events_follow_every_order_from_submission_to_fill_with_stable_ids
     # A replay of the same bars gives the same client order ids.
     again, _ = run()
     assert [e.client_order_id for e in again if isinstance(e, OrderSubmitted)] == list(submitted)
+
+
+def test_a_drawdown_halt_on_the_bar_clock_refuses_later_entries_in_backtest_and_replay(csvs) -> None:
+    cfg = parse_config(bot_yaml(["AAA"], risk=", max_drawdown: 0.002"))
+    free = run_backtest(parse_config(bot_yaml(["AAA"])), load_bars(cfg, data_file=csvs["AAA"]))
+    halted = run_backtest(cfg, load_bars(cfg, data_file=csvs["AAA"]))
+    assert halted.diagnostics["refusals"].get("MAX_DRAWDOWN", 0) > 0
+    # Trades up to the halt are the same; none opens after the equity fell 0.2 % from its peak.
+    n = len(halted.trades)
+    assert 0 < n < len(free.trades)
+    assert trade_rows(halted)[: n - 1] == trade_rows(free)[: n - 1]
+    peak = halted.equity.cummax()
+    breach = halted.equity.index[((peak - halted.equity) / peak >= 0.002).to_numpy()][0]
+    # The halt applies from the decisions of the bar after the breach: a fill one bar later at most.
+    assert all(t.entry_time <= breach + pd.Timedelta(hours=1) for t in halted.trades)
+    _, paper = replay(cfg, replay=csvs["AAA"], speed="max")
+    assert trade_rows(paper) == trade_rows(halted)
