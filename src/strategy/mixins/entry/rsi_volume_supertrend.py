@@ -18,15 +18,9 @@ import talib
 from pydantic import Field
 
 from strategy.indicators.supertrend import supertrend
+from strategy.indicators.windows import true_within as _within
 from strategy.mixins.base import Bars, EntryMixin, EntryParams, Side
 from strategy.registry import register
-
-
-def _within(x: np.ndarray, bars: int) -> np.ndarray:
-    """Return True at t when x was True on any of bars t-bars+1..t."""
-    cs = np.concatenate([[0], np.cumsum(x, dtype=np.int64)])
-    start = np.maximum(np.arange(len(x)) + 1 - bars, 0)
-    return cs[1:] - cs[start] > 0
 
 
 @register
