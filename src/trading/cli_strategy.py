@@ -59,13 +59,14 @@ def mixins_show(name: Annotated[str, typer.Argument(help="Mixin name, e.g. Advan
     try:
         cls = resolve_mixin(name, kind)
     except MixinLookupError as exc:
+        problem: Exception = exc
         if kind == "exit" and ":" not in name:
             # Neither kind knows it: suggest from both.
             from trading.suggest import did_you_mean
 
             hint = did_you_mean(name, [*available("entry"), *available("exit")])
-            exc = MixinLookupError(f"unknown mixin {name!r}" + (f"; did you mean '{hint}'?" if hint else ""))
-        raise _fail(exc) from None
+            problem = MixinLookupError(f"unknown mixin {name!r}" + (f"; did you mean '{hint}'?" if hint else ""))
+        raise _fail(problem) from None
     d = describe(cls)
     console.print(f"[bold]{d['name']}[/bold]  ({d['kind']} mixin, {d['module']})\n")
     console.print(d["doc"], highlight=False, markup=False)

@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from strategy.ml import ML_EXTRA_HINT, missing_ml_modules
-from strategy.ml.features import HMM_COLUMNS, lookback
+from strategy.ml.features import lookback
 from strategy.ml.hmm import regime_names
 from strategy.mixins.base import Bars, EntryMixin, EntryParams, Side
 from strategy.registry import register
