@@ -16,121 +16,20 @@ reason of the order that closed it. The strategy never learns the mode it runs i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
 
 import backtrader as bt
-import numpy as np
 import pandas as pd
 
-from strategy.mixins.base import Bars, EntryMixin, ExitMixin, ExitPlan, OpenTrade, Side, combine
+from strategy.book import Book, StrategySpec
+from strategy.mixins.base import ExitPlan, OpenTrade, Side, combine
 from strategy.risk_gate import bar_datetime, check_entry, dec
 from trading.results import TradeRecord
 from trading.risk import RiskController
 from trading.sizing import position_quantity
 
-_NO_EXIT_YET = -(10**9)
-
-
-@dataclass(frozen=True)
-class StrategySpec:
-    """Everything BaseStrategy needs, resolved from a BotConfig."""
-
-    name: str
-    direction: str  # long | short | both
-    entry_logic: str  # any | all
-    entries: tuple[tuple[type[EntryMixin], Any], ...]
-    exits: tuple[tuple[type[ExitMixin], Any], ...]
-    sizing: Any  # trading.config.SizingConfig
-    risk: Any  # trading.config.RiskSection
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> StrategySpec:
-        from strategy.registry import resolve_mixin
-
-        s = cfg.strategy
-
-        def build(specs: Sequence[Any], kind: str) -> tuple[tuple[type, Any], ...]:
-            out = []
-            for spec in specs:
-                mixin_cls = resolve_mixin(spec.name, kind)  # type: ignore[arg-type]
-                out.append((mixin_cls, mixin_cls.Params.model_validate(spec.parameters)))
-            return tuple(out)
-
-        return cls(
-            name=s.name,
-            direction=s.direction,
-            entry_logic=s.entry_logic,
-            entries=build(s.entry_mixins, "entry"),
-            exits=build(s.exit_mixins, "exit"),
-            sizing=s.resolved_sizing(),
-            risk=cfg.risk_management,
-        )
-
-    @property
-    def sides(self) -> tuple[Side, ...]:
-        return {"long": (Side.LONG,), "short": (Side.SHORT,), "both": (Side.LONG, Side.SHORT)}[self.direction]
-
-
-class _Book:
-    """Per-symbol state: mixin instances, the open trade and its resting orders."""
-
-    def __init__(self, data: bt.feeds.DataBase, spec: StrategySpec) -> None:
-        self.data = data
-        self.clock = data.lines.datetime  # its lencount is len(data), read without overhead
-        self.symbol: str = data._name or f"data{id(data)}"
-        self.entries = [c(p) for c, p in spec.entries]
-        self.logic = spec.entry_logic
-        self.exits = [c(p) for c, p in spec.exits]
-        self.prepared = 0  # number of bars the mixins' indicators cover
-        self.total = 0  # bars known to exist (preloaded) or 0 when streaming
-        self.warmup = 0
-        self.trade: OpenTrade | None = None
-        self.entry_ref: int | None = None  # the entry order while it is working
-        self.entry_ordered = 0.0  # quantity the entry asked for
-        self.entry_filled = 0.0  # quantity of it filled so far (partial fills add up)
-        self.exit_seen: dict[int, float] = {}  # exit order ref -> quantity already recorded
-        self.stop_order: bt.Order | None = None  # resting exit legs (live objects)
-        self.tp_order: bt.Order | None = None
-        self.partial_order: bt.Order | None = None
-        self.resize_exits = False
-        self.exit_ref: int | None = None
-        self.exit_reason: str | None = None
-        self.entry_fee = 0.0
-        self.last_exit = _NO_EXIT_YET
-        self.high: list[float] = []
-        self.low: list[float] = []
-        self.close: list[float] = []
-        self.times: np.ndarray = np.array([], dtype="datetime64[ns]")
-
-    def prepare(self, n: int) -> None:
-        """Compute indicators over the first n bars of the feed (all preloaded bars in a backtest)."""
-        d = self.data
-        # Preloaded line arrays hold every bar; streamed ones grow as bars arrive.
-        arr = {k: np.asarray(getattr(d.lines, k).array[:n], dtype=np.float64)
-               for k in ("datetime", "open", "high", "low", "close", "volume")}
-        # Day numbers carry ~10 us of float error: round to the millisecond.
-        ms = np.round((arr["datetime"] - 719163.0) * 86_400_000).astype("int64")
-        times = ms.astype("datetime64[ms]").astype("datetime64[ns]")
-        bars = Bars(times, arr["open"], arr["high"], arr["low"], arr["close"], arr["volume"])
-        for m in (*self.entries, *self.exits):
-            m.prepare(bars)
-        self.warmup = max((m.warmup() for m in (*self.entries, *self.exits)), default=0)
-        self.candidates = {side: self._candidates(side, n) for side in Side}
-        self.high, self.low, self.close = bars.high.tolist(), bars.low.tolist(), bars.close.tolist()
-        self.times = times
-        self.prepared = n
-
-    def _candidates(self, side: Side, n: int) -> list[bool] | None:
-        """Bars where the entry rule can fire at all (before cooldown), or None if unknown."""
-        arrays = [m.signal_array(side) for m in self.entries]
-        if any(a is None for a in arrays):
-            return None
-        stacked = np.asarray(arrays, dtype=bool).reshape(len(arrays), n)
-        combined = stacked.any(axis=0) if self.logic == "any" else stacked.all(axis=0)
-        return combined.tolist()
+__all__ = ["BaseStrategy", "Book", "StrategySpec"]
 
 
 class BaseStrategy(bt.Strategy):
@@ -152,7 +51,7 @@ class BaseStrategy(bt.Strategy):
             raise ValueError("BaseStrategy needs spec=StrategySpec")
         self.spec = spec
         self._sides = spec.sides
-        self.books = [_Book(d, spec) for d in self.datas]
+        self.books = [Book(d, spec) for d in self.datas]
         self._book_of = {id(b.data): b for b in self.books}
         self._clock = self.datas[0].lines.datetime
         self.trade_records: list[TradeRecord] = []
@@ -201,7 +100,7 @@ class BaseStrategy(bt.Strategy):
             self._progress(len(self), self.books[0].total)
 
     # ----------------------------------------------------------------- per bar
-    def _step(self, book: _Book, i: int) -> None:
+    def _step(self, book: Book, i: int) -> None:
         trade = book.trade
         if trade is None:
             self._maybe_enter(book, i)
@@ -231,7 +130,7 @@ class BaseStrategy(bt.Strategy):
         else:
             trade.stop_reason, trade.take_profit_reason = plan.stop_reason, plan.take_profit_reason
 
-    def _maybe_enter(self, book: _Book, i: int) -> None:
+    def _maybe_enter(self, book: Book, i: int) -> None:
         if i < book.warmup or (book.total and i >= book.total - 1):
             return  # indicators not ready, or no next bar to fill on
         chosen: tuple[Side, str] | None = None
@@ -285,7 +184,7 @@ class BaseStrategy(bt.Strategy):
         self._send_bracket(book, trade)
 
     # ----------------------------------------------------------------- orders
-    def _send_bracket(self, book: _Book, trade: OpenTrade) -> None:
+    def _send_bracket(self, book: Book, trade: OpenTrade) -> None:
         """Send the market entry and its reduce-only exits (live from the fill bar on).
 
         The exits queue behind the entry, so on the bar the entry fills they are tried
@@ -297,7 +196,7 @@ class BaseStrategy(bt.Strategy):
         book.entry_ref = entry(data=book.data, size=trade.quantity).ref
         self._place_exits(book, trade, with_partial=True)
 
-    def _place_exits(self, book: _Book, trade: OpenTrade, *, with_partial: bool) -> None:
+    def _place_exits(self, book: Book, trade: OpenTrade, *, with_partial: bool) -> None:
         d, q = book.data, trade.quantity
         if trade.is_filled and book.entry_ref is not None:
             # The entry is partly filled and still working: cover what it may still add
@@ -327,7 +226,7 @@ class BaseStrategy(bt.Strategy):
             qty = math.floor(qty / lot + 1e-9) * lot
         return qty if 0 < qty < trade.quantity else 0.0
 
-    def _cancel_protection(self, book: _Book, *, with_partial: bool = False) -> None:
+    def _cancel_protection(self, book: Book, *, with_partial: bool = False) -> None:
         # Cancelling one leg cancels its OCO sibling too; clear the references first so
         # the Canceled notifications are recognised as ours.
         legs = [book.stop_order, book.tp_order] + ([book.partial_order] if with_partial else [])
@@ -338,7 +237,7 @@ class BaseStrategy(bt.Strategy):
             if order is not None and order.alive():
                 self.broker.cancel(order)
 
-    def _replace_protection(self, book: _Book, plan: ExitPlan) -> None:
+    def _replace_protection(self, book: Book, plan: ExitPlan) -> None:
         trade = book.trade
         assert trade is not None
         same_legs = (plan.stop is None) == (book.stop_order is None) and (plan.take_profit is None) == (
@@ -357,7 +256,7 @@ class BaseStrategy(bt.Strategy):
             self._cancel_protection(book, with_partial=True)
             self._place_exits(book, trade, with_partial=True)
 
-    def _exit_at_market(self, book: _Book, reason: str) -> None:
+    def _exit_at_market(self, book: Book, reason: str) -> None:
         trade = book.trade
         assert trade is not None
         self._cancel_protection(book, with_partial=True)
@@ -406,7 +305,7 @@ class BaseStrategy(bt.Strategy):
         elif ref in (stop_ref, tp_ref, partial_ref, book.exit_ref) and order.status != order.Canceled:
             self._refuse("EXIT_" + order.getstatusname().upper())
 
-    def _on_entry_fill(self, book: _Book, order: bt.Order, done: bool = True) -> None:
+    def _on_entry_fill(self, book: Book, order: bt.Order, done: bool = True) -> None:
         """Open the trade on the entry's first fill; later fills of it add to the trade."""
         trade = book.trade
         assert trade is not None
@@ -440,7 +339,7 @@ class BaseStrategy(bt.Strategy):
         qty = sum(abs(b.size) for b in bits)
         return sum(abs(b.size) * b.price for b in bits) / qty, sum(b.comm for b in bits)
 
-    def _exit_part(self, book: _Book, order: bt.Order) -> tuple[float, float, float]:
+    def _exit_part(self, book: Book, order: bt.Order) -> tuple[float, float, float]:
         """Return (quantity, price, commission) of the exit order's fills not yet recorded."""
         seen = book.exit_seen.get(order.ref, 0.0)
         total = abs(order.executed.size)
@@ -448,7 +347,7 @@ class BaseStrategy(bt.Strategy):
         book.exit_seen[order.ref] = total
         return total - seen, price, fee
 
-    def _cancel_entry_rest(self, book: _Book) -> None:
+    def _cancel_entry_rest(self, book: Book) -> None:
         """Cancel what is left of a partly filled entry: the trade is being closed."""
         if book.entry_ref is None:
             return
@@ -457,7 +356,7 @@ class BaseStrategy(bt.Strategy):
             if order.ref == ref:
                 self.broker.cancel(order)
 
-    def _record_leg(self, book: _Book, qty: float, price: float, fee: float, reason: str) -> None:
+    def _record_leg(self, book: Book, qty: float, price: float, fee: float, reason: str) -> None:
         """Record `qty` closed at `price` as its own trade leg, with its share of the entry fee."""
         trade = book.trade
         assert trade is not None
@@ -466,7 +365,7 @@ class BaseStrategy(bt.Strategy):
         book.entry_fee -= fee_share
         trade.quantity -= qty
 
-    def _on_partial_fill(self, book: _Book, order: bt.Order, done: bool = True) -> None:
+    def _on_partial_fill(self, book: Book, order: bt.Order, done: bool = True) -> None:
         """Record the closed part as its own trade leg; re-size the remaining exits."""
         trade = book.trade
         assert trade is not None and trade.entry_price is not None
@@ -481,7 +380,7 @@ class BaseStrategy(bt.Strategy):
         # known (the target may have filled right after the partial, on the same bar).
         book.resize_exits = True
 
-    def _on_exit_fill(self, book: _Book, order: bt.Order, reason: str, done: bool = True) -> None:
+    def _on_exit_fill(self, book: Book, order: bt.Order, reason: str, done: bool = True) -> None:
         trade = book.trade
         assert trade is not None and trade.entry_price is not None
         self._cancel_entry_rest(book)
@@ -496,7 +395,7 @@ class BaseStrategy(bt.Strategy):
         self._record_leg(book, qty, price, fee, reason)
         book.resize_exits = True
 
-    def _close_at_end(self, book: _Book) -> None:
+    def _close_at_end(self, book: Book) -> None:
         """Mark the position to the last close, net of slippage and commission (end_of_data)."""
         trade = book.trade
         assert trade is not None
@@ -519,7 +418,7 @@ class BaseStrategy(bt.Strategy):
 
     def _record(
         self,
-        book: _Book,
+        book: Book,
         i: int,
         price: float,
         exit_fee: float,

@@ -22,7 +22,8 @@ from typing import Any, Literal
 
 import pandas as pd
 
-from strategy.base import BaseStrategy, _Book
+from strategy.base import BaseStrategy
+from strategy.book import Book
 from strategy.mixins.base import Side
 from trading.bus import EventBus
 from trading.config import BotConfig, DataSection
@@ -90,7 +91,7 @@ def _dec(x: float) -> Decimal:
     return Decimal(repr(float(x)))
 
 
-def _bar_time(book: _Book, i: int) -> datetime:
+def _bar_time(book: Book, i: int) -> datetime:
     return pd.Timestamp(book.times[i], tz="UTC").to_pydatetime()
 
 
@@ -122,7 +123,7 @@ class BotStrategy(BaseStrategy):
         if self._order_events is not None and order.data._name in self._book_names:
             self._order_events.on_order(order, self._bar_now())
 
-    def _maybe_enter(self, book: _Book, i: int) -> None:
+    def _maybe_enter(self, book: Book, i: int) -> None:
         if not self.p.control.halted:
             super()._maybe_enter(book, i)
 
@@ -140,7 +141,7 @@ class BotStrategy(BaseStrategy):
                 self.decisions.append((book.symbol, book.clock.lencount - 1, "exit", EMERGENCY_STOP))
                 self._exit_at_market(book, EMERGENCY_STOP)
 
-    def _on_entry_fill(self, book: _Book, order: Any, done: bool = True) -> None:
+    def _on_entry_fill(self, book: Book, order: Any, done: bool = True) -> None:
         opened = book.trade is not None and not book.trade.is_filled
         super()._on_entry_fill(book, order, done)
         trade = book.trade
@@ -152,7 +153,7 @@ class BotStrategy(BaseStrategy):
                 quantity=_dec(trade.quantity), entry_price=_dec(trade.entry_price or 0.0),
             ))
 
-    def _record(self, book: _Book, i: int, price: float, exit_fee: float, reason: str, **kw: Any) -> None:
+    def _record(self, book: Book, i: int, price: float, exit_fee: float, reason: str, **kw: Any) -> None:
         trade = book.trade
         entry_index = trade.entry_index if trade is not None else i
         super()._record(book, i, price, exit_fee, reason, **kw)

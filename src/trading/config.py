@@ -17,9 +17,9 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trading.config_errors import format_pydantic, line_index, where
 from trading.data.timeframes import parse_timeframe
 from trading.exceptions import ConfigError
-from trading.suggest import did_you_mean
 
 
 class StrictModel(BaseModel):
@@ -307,47 +307,26 @@ def parse_config(text: str, *, source: str = "<string>", env: Mapping[str, str] 
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(source, [f"{where}invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(source, [f"{at}invalid YAML: {getattr(exc, 'problem', exc)}"]) from None
     if not isinstance(raw, dict):
         raise ConfigError(source, ["the file must contain a mapping with at least 'bot' and 'strategy'"])
-    lines = _line_index(node)
+    lines = line_index(node)
     unset: dict[tuple[Any, ...], str] = {}
     raw = _interpolate(raw, (), env, unset)
-    errors = [f"{_where(path, lines)}environment variable {name} is not set" for path, name in unset.items()]
+    errors = [f"{where(path, lines)}environment variable {name} is not set" for path, name in unset.items()]
 
     cfg: BotConfig | None = None
     try:
         cfg = BotConfig.model_validate(raw)
     except ValidationError as exc:
         # A value left empty by an unset variable is already reported once.
-        errors.extend(_format_pydantic(exc, (), lines, BotConfig, skip=set(unset)))
+        errors.extend(format_pydantic(exc, (), lines, BotConfig, skip=set(unset)))
     errors.extend(_check_mixins(raw, lines))
     if errors:
         raise ConfigError(source, errors)
     assert cfg is not None
     return cfg
-
-
-def _line_index(node: yaml.Node | None) -> dict[tuple[Any, ...], int]:
-    """Map every key path of the YAML tree to its 1-based line."""
-    out: dict[tuple[Any, ...], int] = {}
-
-    def walk(n: yaml.Node, path: tuple[Any, ...]) -> None:
-        out[path] = n.start_mark.line + 1
-        if isinstance(n, yaml.MappingNode):
-            for k, v in n.value:
-                key = k.value
-                out[path + (key,)] = k.start_mark.line + 1
-                walk(v, path + (key,))
-                out[path + (key,)] = k.start_mark.line + 1
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, path + (i,))
-
-    if node is not None:
-        walk(node, ())
-    return out
 
 
 def _interpolate(obj: Any, path: tuple[Any, ...], env: Mapping[str, str], unset: dict) -> Any:
@@ -378,93 +357,6 @@ def _interpolate(obj: Any, path: tuple[Any, ...], env: Mapping[str, str], unset:
     return value
 
 
-def format_path(path: tuple[Any, ...]) -> str:
-    """Render ('strategy', 'exit_mixins', 0, 'parameters') as strategy.exit_mixins[0].parameters."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out or "<root>"
-
-
-def _where(path: tuple[Any, ...], lines: dict) -> str:
-    line = None
-    for i in range(len(path), -1, -1):
-        line = lines.get(tuple(path[:i]))
-        if line is not None:
-            break
-    return f"line {line}: {format_path(path)}: " if line else f"{format_path(path)}: "
-
-
-def _format_pydantic(
-    exc: ValidationError,
-    prefix: tuple[Any, ...],
-    lines: dict,
-    model: type[BaseModel] | None,
-    skip: set[tuple[Any, ...]] | None = None,
-) -> list[str]:
-    out: list[str] = []
-    for err in exc.errors():
-        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        if skip and loc in skip:
-            continue
-        typ = err["type"]
-        if typ == "extra_forbidden":
-            key = loc[-1]
-            valid = _fields_at(model, loc[len(prefix):-1]) if model else []
-            hint = did_you_mean(str(key), valid)
-            msg = f"unknown key '{key}'" + (f"; did you mean '{hint}'?" if hint else "")
-            if valid and not hint:
-                msg += f" (valid keys: {', '.join(valid)})"
-        elif typ == "literal_error":
-            expected = str(err.get("ctx", {}).get("expected", ""))
-            options = re.findall(r"'([^']*)'", expected)
-            hint = did_you_mean(str(err.get("input")), options)
-            msg = f"{err['input']!r} is not allowed; use one of {expected}" + (
-                f" (did you mean '{hint}'?)" if hint else ""
-            )
-        elif typ == "missing":
-            msg = "required key is missing"
-        else:
-            msg = err["msg"]
-            if typ.startswith(("value_error", "assertion_error")):
-                msg = msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
-            elif "input" in err and not isinstance(err["input"], (dict, list)):
-                msg = f"{msg} (got {err['input']!r})"
-        out.append(_where(loc, lines) + msg)
-    return out
-
-
-def _fields_at(model: type[BaseModel] | None, loc: tuple[Any, ...]) -> list[str]:
-    """Return the field names of the model found by following loc from `model`."""
-    current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(current, type) and issubclass(current, BaseModel)):
-            return []
-        field = current.model_fields.get(str(part))
-        if field is None:
-            return []
-        current = _model_in(field.annotation)
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
-
-
-def _model_in(annotation: Any) -> Any:
-    """Find a BaseModel class inside an annotation like `list[X]` or `X | None`."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def _check_mixins(raw: dict[str, Any], lines: dict) -> list[str]:
     """Validate mixin names and parameters against the registry (works on the raw tree)."""
     from strategy.registry import MixinLookupError, resolve_mixin
@@ -484,7 +376,7 @@ def _check_mixins(raw: dict[str, Any], lines: dict) -> list[str]:
             try:
                 cls = resolve_mixin(spec["name"], kind)
             except MixinLookupError as exc:
-                errors.append(_where(path + ("name",), lines) + str(exc))
+                errors.append(where(path + ("name",), lines) + str(exc))
                 continue
             params = spec.get("parameters") or {}
             if not isinstance(params, dict):
@@ -492,7 +384,7 @@ def _check_mixins(raw: dict[str, Any], lines: dict) -> list[str]:
             try:
                 cls.Params.model_validate(params)
             except ValidationError as exc:
-                errors.extend(_format_pydantic(exc, path + ("parameters",), lines, cls.Params))
+                errors.extend(format_pydantic(exc, path + ("parameters",), lines, cls.Params))
     return errors
 
 
