@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from trading.cli_bot import live, paper
+from trading.cli_ledger import ledger_app
 from trading.cli_models import models_app
 from trading.cli_optimize import optimize
 from trading.cli_strategy import lookahead, mixins_app
@@ -27,6 +28,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(db_app, name="db")
 app.add_typer(mixins_app, name="mixins")
 app.add_typer(models_app, name="models")
+app.add_typer(ledger_app, name="ledger")
 app.command("lookahead")(lookahead)
 app.command("paper")(paper)
 app.command("live")(live)
