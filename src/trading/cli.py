@@ -16,6 +16,7 @@ from trading.cli_bot import live, paper
 from trading.cli_ledger import ledger_app
 from trading.cli_models import models_app
 from trading.cli_optimize import optimize
+from trading.cli_status import status
 from trading.cli_strategy import lookahead, mixins_app
 from trading.exceptions import ATFError, ConfigError
 
@@ -33,6 +34,7 @@ app.command("lookahead")(lookahead)
 app.command("paper")(paper)
 app.command("live")(live)
 app.command("optimize")(optimize)
+app.command("status")(status)
 
 console = Console()
 err = Console(stderr=True)
