@@ -1,10 +1,12 @@
 """SimBroker: backtrader's BackBroker with the fill model of docs/backtesting.md.
 
 Departures from stock BackBroker: bracket children live from the entry bar, limit orders
-fill without slippage, the cash check happens at the fill (not at the signal close),
-reduce-only orders, cancel/amend of orders submitted on the current bar, and the FillModel
-(docs/fill-model.md): size-dependent slippage and market impact, a per-bar volume cap, order
-latency, partial fills, venue rejections and per-share commission.
+(and triggered stop-limits) fill without slippage, orders the open reaches fill before stops
+and stops before limits on one bar, the cash check happens at the fill (not at the signal
+close), reduce-only orders, cancel/amend of orders submitted on the current bar, and the
+FillModel (docs/fill-model.md): size-dependent slippage and market impact, a per-bar volume
+cap, order latency, partial fills, venue rejections and per-share commission, for every
+order type but Close.
 """
 
 from __future__ import annotations
@@ -13,7 +15,14 @@ import backtrader as bt
 
 from trading.brokers.fill_model import MS_PER_DAY, REJECT_REASON, FillModel, path_price
 
-_MODELLED = (bt.Order.Market, bt.Order.Limit, bt.Order.Stop)
+_STOPS = (bt.Order.Stop, bt.Order.StopTrail)
+_STOP_LIMITS = (bt.Order.StopLimit, bt.Order.StopTrailLimit)
+_TRAILING = (bt.Order.StopTrail, bt.Order.StopTrailLimit)
+_MODELLED = (bt.Order.Market, bt.Order.Limit, *_STOPS, *_STOP_LIMITS)
+# Where an order goes in one bar's pass (docs/fill-model.md, "Order types"): what the open
+# reaches fills first, at the open; then stops, then limits (the worst case for a position
+# whose stop and target are both inside the bar).
+AT_OPEN, STOP, LIMIT = 0, 1, 2
 
 
 class SimBroker(bt.brokers.BackBroker):
@@ -23,10 +32,13 @@ class SimBroker(bt.brokers.BackBroker):
     bar, leaving the entry bar unprotected: a bar that opens at the entry and then trades
     through the stop would not stop out. Here the children are activated at once; they sit
     behind the parent in the pending queue, so the same pass over the queue tries them
-    against the rest of that bar (stop before target, as they were submitted).
+    against the rest of that bar.
 
-    With a `fill_model` (see `set_fill_model`) market, stop and limit orders are filled by
-    `_try_exec_modelled`; other order types keep backtrader's own rules.
+    Each bar's pass takes the orders in time order within the bar (`_pass_rank`): those the
+    open already reaches, then stops, then limits; queue order within each group.
+
+    With a `fill_model` (see `set_fill_model`) market, limit, stop, stop-limit and trailing
+    orders are filled by `_try_exec_modelled`; Close orders keep backtrader's own rules.
     """
 
     fill_model: FillModel | None = None
@@ -62,6 +74,9 @@ class SimBroker(bt.brokers.BackBroker):
             self.check_submitted()
         pending = self.pending
         if pending:
+            ranked = sorted(pending, key=self._pass_rank)  # stable: queue order within a rank
+            pending.clear()
+            pending.extend(ranked)
             # One pass over the orders queued before this bar; orders that stay alive go to
             # the back. The marker (not a count) keeps the pass right when OCO cancels
             # remove orders from the queue mid-pass.
@@ -80,6 +95,34 @@ class SimBroker(bt.brokers.BackBroker):
                     elif order.status == bt.Order.Completed:
                         self._bracketize(order)
         self._get_value()
+
+    def _pass_rank(self, order: bt.Order) -> int:
+        """Rank an order in this bar's pass: AT_OPEN if the open reaches it, else STOP or LIMIT.
+
+        Bar data cannot order two prices touched inside a bar, so a stop goes before a limit
+        (the worst case for a position's stop and target). But a price the bar opens at comes
+        first: a target the bar gaps over fills at the open even if the bar later trades
+        through the stop. Inactive bracket children are ranked too, as they may be activated
+        during the pass.
+        """
+        kind = order.exectype
+        if kind == bt.Order.Market:
+            return AT_OPEN
+        data = order.data
+        popen = data.open[0]
+        arrival = getattr(self, "_arrivals", {}).get(order.ref)
+        in_flight = arrival is not None and arrival > data.datetime[0]  # reaches the market later
+        buy = order.isbuy()
+        limit_like = kind == bt.Order.Limit or (kind in _STOP_LIMITS and order.triggered)
+        limit = order.created.pricelimit if kind in _STOP_LIMITS else order.created.price
+        if not in_flight:
+            limit_ok = (popen <= limit) if buy else (popen >= limit)
+            stop_hit = (popen >= order.created.price) if buy else (popen <= order.created.price)
+            if (limit_like and limit_ok) or (kind in _STOPS and stop_hit) or (
+                kind in _STOP_LIMITS and stop_hit and limit_ok
+            ):
+                return AT_OPEN
+        return LIMIT if limit_like else STOP
 
     def _plain_instruments(self) -> bool:
         """True when every instrument is stock-like and charges no interest (no per-bar cash moves)."""
@@ -148,7 +191,7 @@ class SimBroker(bt.brokers.BackBroker):
         self._try_exec_modelled(order)
 
     def _try_exec_modelled(self, order: bt.Order) -> None:
-        """Fill a market, stop or limit order by the fill model's rules (docs/fill-model.md)."""
+        """Fill an order of any type but Close by the fill model's rules (docs/fill-model.md)."""
         data = order.data
         popen, phigh, plow, pclose = data.open[0], data.high[0], data.low[0], data.close[0]
         if order.ref in self._arrivals:
@@ -156,22 +199,53 @@ class SimBroker(bt.brokers.BackBroker):
             if arrival is None:
                 return  # still on its way to the market
             popen = arrival
-        buy = order.isbuy()
-        if order.exectype == bt.Order.Market:
+        kind = order.exectype
+        if kind == bt.Order.Market:
             if data.datetime[0] <= order.created.dt:
                 return  # never on the bar it was created
             self._fill(order, popen, plow, phigh, slip=True)
-        elif order.exectype == bt.Order.Stop:
+        elif kind in _STOPS:
             stop = order.created.price
-            if (popen >= stop) if buy else (popen <= stop):
+            if (popen >= stop) if order.isbuy() else (popen <= stop):
                 self._fill(order, popen, plow, phigh, slip=True)  # gapped through: the open
-            elif (phigh >= stop) if buy else (plow <= stop):
+            elif (phigh >= stop) if order.isbuy() else (plow <= stop):
                 self._fill(order, stop, plow, phigh, slip=True)
+        elif kind == bt.Order.Limit:
+            self._fill_limit(order, order.created.price, popen, phigh, plow)
+        elif order.triggered:
+            self._fill_limit(order, order.created.pricelimit, popen, phigh, plow)
         else:
-            limit = order.created.price
-            if (popen <= limit) if buy else (popen >= limit):
-                self._fill(order, popen, plow, phigh, slip=False)
-            elif (plow <= limit) if buy else (phigh >= limit):
+            self._try_stop_limit(order, popen, phigh, plow, pclose)
+        if kind in _TRAILING and order.alive() and not order.triggered:
+            order.trailadjust(pclose)  # after the bar's test: the trail follows the closes
+
+    def _fill_limit(self, order: bt.Order, limit: float, popen: float, phigh: float, plow: float) -> None:
+        """Fill at the open if it is at or better than `limit`, else at `limit` if the bar reaches it."""
+        buy = order.isbuy()
+        if (popen <= limit) if buy else (popen >= limit):
+            self._fill(order, popen, plow, phigh, slip=False)
+        elif (plow <= limit) if buy else (phigh >= limit):
+            self._fill(order, limit, plow, phigh, slip=False)
+
+    def _try_stop_limit(self, order: bt.Order, popen: float, phigh: float, plow: float, pclose: float) -> None:
+        """Trigger a stop-limit at its stop, then fill it as a limit; never slipped.
+
+        backtrader's rules for the trigger bar, except that the fill is not slipped (stock
+        backtrader slips the fill at the stop, which can put a buy above its limit) and is
+        symmetric for buys and sells: a limit beyond the stop fills at the stop; a limit
+        short of the stop fills only on a bar that turns back past it (a buy on a bar that
+        closes down at or below the limit, a sell on one that closes up at or above it).
+        """
+        buy = order.isbuy()
+        stop, limit = order.created.price, order.created.pricelimit
+        if (popen >= stop) if buy else (popen <= stop):
+            order.triggered = True  # gapped through the stop: a limit from the open on
+            self._fill_limit(order, limit, popen, phigh, plow)
+        elif (phigh >= stop) if buy else (plow <= stop):
+            order.triggered = True
+            if (limit >= stop) if buy else (limit <= stop):
+                self._fill(order, stop, plow, phigh, slip=False)
+            elif (popen > pclose and limit >= pclose) if buy else (popen < pclose and limit <= pclose):
                 self._fill(order, limit, plow, phigh, slip=False)
 
     def _arrival_price(self, order: bt.Order, popen: float, phigh: float, plow: float, pclose: float) -> float | None:
@@ -288,7 +362,7 @@ def configure_broker(
         # For the order types the fill model leaves to backtrader (stop-limit, trailing, close).
         # slip_open: fills at the open slip too; slip_match without slip_out: a slipped price
         # is clipped to the bar's range.
-        kwargs = dict(slip_open=True, slip_limit=False, slip_match=True, slip_out=False)
+        kwargs = {"slip_open": True, "slip_limit": False, "slip_match": True, "slip_out": False}
         if slippage_model == "fixed":
             broker.set_slippage_fixed(base_slippage, **kwargs)
         else:
