@@ -87,8 +87,12 @@ def walk_forward_table(wf: WalkForwardResult) -> Table:
 
 
 # ----------------------------------------------------------------------------- files
-def write_trials(trials: list[TrialOutcome], outdir: Path, stem: str = "trials") -> dict[str, Path]:
-    rows = [_clean(o.row()) for o in trials]
+def write_trials(trials: list[TrialOutcome], outdir: Path) -> dict[str, Path]:
+    """Write every trial to trials.csv and trials.json."""
+    return write_rows([_clean(o.row()) for o in trials], outdir, "trials")
+
+
+def write_rows(rows: list[dict[str, Any]], outdir: Path, stem: str) -> dict[str, Path]:
     csv_path, json_path = outdir / f"{stem}.csv", outdir / f"{stem}.json"
     columns = list(dict.fromkeys(k for r in rows for k in r))
     with csv_path.open("w", newline="", encoding="utf-8") as fh:
@@ -263,8 +267,8 @@ def write_walk_forward(study: Study, wf: WalkForwardResult, outdir: Path) -> dic
     }
     paths["json"].write_text(json.dumps(_clean(doc), indent=2) + "\n", encoding="utf-8")
     wf.equity.rename_axis("time").to_csv(paths["equity"], header=True)
-    all_trials = [o for r in wf.windows for o in r.search.trials]
-    write_trials(all_trials, outdir, stem="trials")
+    trials = [_clean({"window": r.window.index, **o.row()}) for r in wf.windows for o in r.search.trials]
+    paths.update({f"trials_{k}": v for k, v in write_rows(trials, outdir, "trials").items()})
     fig = go.Figure(
         go.Scatter(x=wf.equity.index.tz_convert(None), y=wf.equity.to_numpy(), name="out-of-sample")
     )

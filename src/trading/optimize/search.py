@@ -106,7 +106,7 @@ def run_optuna(
     *,
     trials: int | None = None,
     window: Window | None = None,
-    storage: str | None = None,
+    storage: str | Any = None,
     study_name: str | None = None,
     on_result: OnResult | None = None,
 ) -> SearchResult:
@@ -116,7 +116,7 @@ def run_optuna(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     n = trials or spec.trials
     t0 = time.perf_counter()
-    sampler = optuna.samplers.TPESampler(seed=sampler_seed(spec.seed, storage is not None))
+    sampler = optuna.samplers.TPESampler(seed=sampler_seed(spec.seed, isinstance(storage, str)))
     study = optuna.create_study(
         storage=storage,
         study_name=study_name,

@@ -116,7 +116,7 @@ class Constraints(_Strict):
 
 class WalkForwardSpec(_Strict):
     train: str = Field(
-        "180d", description="In-sample window length (pandas Timedelta: 180d, 12h, 4w)."
+        "180d", description="In-sample window length: 180d, 12h, 4w, 90min."
     )
     test: str = Field("30d", description="Out-of-sample window length.")
     step: str | None = Field(None, description="Shift between windows; default: test.")
@@ -169,11 +169,15 @@ class OptimizeSpec(_Strict):
         return math.prod(len(r.grid_values()) for r in self.parameters.values())
 
 
+_UNITS = {"w": "W", "d": "D", "h": "h", "m": "min", "min": "min", "s": "s"}
+
+
 def parse_duration(text: str) -> pd.Timedelta:
-    try:
-        value = pd.Timedelta(text)
-    except (ValueError, TypeError):
-        raise ValueError(f"{text!r} is not a duration (e.g. 180d, 12h, 4w)") from None
+    """Parse '180d', '12h', '4w', '90min' (a number and a unit: w, d, h, m/min, s)."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(w|d|h|min|m|s)\s*", str(text).lower())
+    if m is None:
+        raise ValueError(f"{text!r} is not a duration (a number and a unit: 180d, 12h, 4w, 90min)")
+    value = pd.Timedelta(float(m.group(1)), unit=_UNITS[m.group(2)])
     if value <= pd.Timedelta(0):
         raise ValueError(f"{text!r} must be positive")
     return value
