@@ -74,7 +74,7 @@ class CommandRouter:
             if not args[0].isdigit() or not 1 <= int(args[0]) <= limit:
                 return f"Usage: /{cmd} [n], n from 1 to {limit}"
             n = int(args[0])
-        return answer(cmd, self._status(), now=self._now(), n=n)
+        return answer(cmd, self._status(), wall=self._now(), n=n)
 
     def _cmd_stop(self, args: list[str]) -> str:
         if self._control is None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any
 
@@ -185,10 +185,14 @@ def _duration(d: timedelta) -> str:
 # --------------------------------------------------------------------------- reports
 
 
-def report_message(kind: str, snap: StatusSnapshot, end: datetime, chart: bytes | None = None) -> Message:
-    """Build the daily or weekly report over the period ending at `end` (text, HTML and chart)."""
+def report_message(kind: str, snap: StatusSnapshot, end: datetime, chart: bytes | None = None,
+                   tz: tzinfo = UTC) -> Message:
+    """Build the daily or weekly report of the period ending at `end` (text, HTML and chart).
+
+    The period is the day (or 7 days) before `end`; its dates are shown in `tz`.
+    """
     days = 1 if kind == "daily" else 7
-    start = end - timedelta(days=days)
+    start = (end.astimezone(tz) - timedelta(days=days)).astimezone(UTC)
     trades = [t for t in snap.trades if start <= t.exit_time < end]
     pnl = math.fsum(t.pnl for t in trades)
     wins = sum(t.pnl > 0 for t in trades)
@@ -203,7 +207,8 @@ def report_message(kind: str, snap: StatusSnapshot, end: datetime, chart: bytes 
         dd = float(((peak - window) / peak).max() * 100.0)
     best = max(trades, key=lambda t: t.pnl, default=None)
     worst = min(trades, key=lambda t: t.pnl, default=None)
-    period = f"{start:%Y-%m-%d}" if days == 1 else f"{start:%Y-%m-%d} – {(end - timedelta(seconds=1)):%Y-%m-%d}"
+    first, last = start.astimezone(tz), (end - timedelta(seconds=1)).astimezone(tz)
+    period = f"{first:%Y-%m-%d}" if days == 1 else f"{first:%Y-%m-%d} – {last:%Y-%m-%d}"
     title = f"📊 {kind.capitalize()} report · {snap.bot or 'bot'} · {period}"
     rows = [
         ("PnL", f"{fmt_num(pnl, sign=True)} ({fmt_num(change, sign=True)}%)"),

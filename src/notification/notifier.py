@@ -88,7 +88,8 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._early: deque[Event] = deque(maxlen=10_000)  # events before start()
+        self._inbox: deque[Event] = deque()
+        self._drain_scheduled = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._save_pending = False
         self.reports_sent: list[str] = []
@@ -114,14 +115,21 @@ class Notifier:
     def publish(self, event: Event) -> None:
         """Take an event from any thread: update the status (memory only), hand over, return."""
         self.status.handle(event)
+        self._inbox.append(event)  # deque.append is atomic
         loop = self._loop
-        if loop is None:
-            self._early.append(event)
+        if loop is None or self._drain_scheduled:
             return
+        # One wake-up per batch, not per event: the bar thread rarely shares the GIL with us.
+        self._drain_scheduled = True
         try:
-            loop.call_soon_threadsafe(self._on_event, event)
+            loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # loop closed: the notifier was closed
             pass
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False  # before popping: a later publish schedules another drain
+        while self._inbox:
+            self._on_event(self._inbox.popleft())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -140,8 +148,7 @@ class Notifier:
         try:
             loop.run_until_complete(self._start_channels())
             self._loop = loop
-            while self._early:
-                loop.call_soon(self._on_event, self._early.popleft())
+            loop.call_soon(self._drain)  # events published before start()
             self._tasks.append(loop.create_task(self._reports(), name="notifier-reports"))
         except Exception:
             log.exception("notifier failed to start")
@@ -265,8 +272,11 @@ class Notifier:
                 except Exception:  # noqa: BLE001 - a failed report must not end the schedule
                     log.exception("%s report failed", kind)
 
-    async def send_report(self, kind: str, end: datetime) -> Message:
-        """Build the report of the period ending at `end` (chart rendered off the loop) and send it."""
+    async def send_report(self, kind: str, when: datetime) -> Message:
+        """Report the last full day or week before `when` (chart rendered off the loop) and send it."""
+        times = self.settings.notifications.performance_reports
+        tz = ZoneInfo(times.timezone if isinstance(times, ReportTimes) else "UTC")
+        end = period_end(kind, when, tz)
         snap = self.status.snapshot()
         render_chart = self._chart
         if render_chart is None:
@@ -274,10 +284,18 @@ class Notifier:
         title = f"{snap.bot or 'bot'} equity"
         loop = asyncio.get_running_loop()
         chart = await loop.run_in_executor(None, render_chart, snap.equity_series(), title)
-        msg = report_message(kind, snap, end, chart)
+        msg = report_message(kind, snap, end, chart, tz=tz)
         self.send(msg)
         self.reports_sent.append(kind)
         return msg
+
+
+def period_end(kind: str, when: datetime, tz: ZoneInfo) -> datetime:
+    """Return the end of the period a report sent at `when` covers: today's (or this week's) start."""
+    local = when.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    if kind == "weekly":
+        local -= timedelta(days=local.weekday())
+    return local.astimezone(ZoneInfo("UTC"))
 
 
 def next_reports(times: ReportTimes, now: datetime) -> tuple[list[str], datetime]:

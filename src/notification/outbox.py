@@ -4,8 +4,9 @@ Rules (docs/notifications.md, reliability):
 
 * `put` never blocks and never raises; past `queue_size` waiting messages the oldest is
   dropped and counted.
-* At most one send every `min_interval` seconds. Messages that queue up meanwhile are merged
-  into one (mergeable ones only, up to `max_chars`), so a burst costs a few sends, not one each.
+* At most one send every `min_interval` seconds. A message that arrives while others wait is
+  merged into the last one (mergeable ones only, up to `max_chars`), so a burst costs a few
+  sends, not one each, and fills the queue slowly.
 * Each send has `timeout` seconds. A failure is retried after `backoff`, doubling up to
   `backoff_max`; a `RetryLater` from the server waits what it asks. After `max_attempts`
   failed attempts the message is dropped and logged: nothing is retried forever.
@@ -87,12 +88,19 @@ class Outbox:
 
     def put(self, msg: Message) -> None:
         """Queue a message (call on the outbox's event loop)."""
-        if len(self._queue) >= self._size:
-            old, n = self._queue.popleft()
-            self.stats.dropped += n
-            log.error("%s: queue full, dropped the oldest message: %s", self.name, _head(old))
-        self._queue.append((msg, 1))
         self.stats.queued += 1
+        if self._queue and self._fits(self._queue[-1][0], msg):
+            last, n = self._queue.pop()  # fold a burst in as it arrives: the queue holds few, long messages
+            self._queue.append((last.merged(msg), n + 1))
+            self.stats.merged += 1
+        else:
+            if len(self._queue) >= self._size:
+                old, n = self._queue.popleft()
+                self.stats.dropped += n
+                if self.stats.dropped == n or self.stats.dropped % 100 < n:  # first, then every 100th
+                    log.error("%s: queue full, dropped the oldest %d message(s) (%d so far): %s",
+                              self.name, n, self.stats.dropped, _head(old))
+            self._queue.append((msg, 1))
         self._idle.clear()
         self._wake.set()
 
@@ -133,17 +141,12 @@ class Outbox:
             await self._deliver(msg, count)
             self._next_at = self._clock() + self.min_interval
 
+    def _fits(self, a: Message, b: Message) -> bool:
+        return (a.mergeable and b.mergeable and a.chat_id == b.chat_id
+                and (self.max_chars is None or len(a.text) + 1 + len(b.text) <= self.max_chars))
+
     def _take(self) -> tuple[Message, int]:
         msg, count = self._queue.popleft()
-        while msg.mergeable and self._queue:
-            nxt, n = self._queue[0]
-            if not nxt.mergeable or nxt.chat_id != msg.chat_id:
-                break
-            if self.max_chars is not None and len(msg.text) + 1 + len(nxt.text) > self.max_chars:
-                break
-            self._queue.popleft()
-            msg, count = msg.merged(nxt), count + n
-            self.stats.merged += n
         if self.max_chars is not None and len(msg.text) > self.max_chars:
             msg = replace(msg, text=msg.text[: self.max_chars - 1] + "…")
         return msg, count
@@ -159,6 +162,8 @@ class Outbox:
                 delay, why = exc.seconds, str(exc)
             except TimeoutError:
                 delay, why = self._backoff(attempt), f"no answer within {self.timeout:g} s"
+            except ChannelError as exc:
+                delay, why = self._backoff(attempt), scrub(exc)
             except Exception as exc:  # noqa: BLE001 - any failure is retried, then dropped
                 delay, why = self._backoff(attempt), scrub(f"{type(exc).__name__}: {exc}")
             else:

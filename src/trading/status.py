@@ -150,8 +150,10 @@ class StatusTracker:
         with self._lock:
             s = self._snap
             s.as_of = event.ts if s.as_of is None else max(s.as_of, event.ts)
-            if isinstance(event, BotStarted):
-                s.bot, s.mode, s.running, s.started_at, s.stop_reason = event.bot, event.mode, True, event.ts, ""
+            if isinstance(event, BotStarted):  # a new run: its own positions and trades
+                self._snap = s = StatusSnapshot(bot=event.bot, mode=event.mode, running=True, started_at=event.ts,
+                                                as_of=event.ts, initial_cash=s.initial_cash)
+                self._open.clear()
             elif isinstance(event, BotStopped):
                 s.running, s.stop_reason = False, event.reason
             elif isinstance(event, Halted):
@@ -391,9 +393,18 @@ _ANSWERS: dict[str, Callable[..., str]] = {
 }
 
 
-def answer(query: str, snapshot: StatusSnapshot, *, now: datetime | None = None, n: int | None = None) -> str:
+def reference_time(snapshot: StatusSnapshot, wall: datetime | None = None) -> datetime:
+    """Return "now" for day and week answers: the wall clock live, the bot's last event otherwise.
+
+    A replay or a stopped bot lives at its bars' time; today's wall-clock date means nothing to it.
+    """
+    wall = wall or datetime.now(UTC)
+    return wall if snapshot.mode == "live" or snapshot.as_of is None else snapshot.as_of
+
+
+def answer(query: str, snapshot: StatusSnapshot, *, wall: datetime | None = None, n: int | None = None) -> str:
     """Return the text answer to one query (see QUERIES); `n` is the count for trades/daily/weekly."""
     fn = _ANSWERS.get(query)
     if fn is None:
         raise KeyError(f"unknown query {query!r}; choose one of {', '.join(QUERIES)}")
-    return fn(snapshot, now=now or snapshot.as_of or datetime.now(UTC), n=n)
+    return fn(snapshot, now=reference_time(snapshot, wall), n=n)

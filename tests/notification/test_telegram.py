@@ -90,10 +90,10 @@ def test_every_command_through_real_polling_agrees_with_the_query_layer(tg: Fake
     snap = n.status.snapshot()
     now = clock.now()
     queries = {
-        "/status": answer("status", snap, now=now), "/positions": answer("positions", snap, now=now),
-        "/balance": answer("balance", snap, now=now), "/profit": answer("profit", snap, now=now),
-        "/daily 3": answer("daily", snap, now=now, n=3), "/weekly": answer("weekly", snap, now=now),
-        "/trades 2": answer("trades", snap, now=now, n=2), "/performance": answer("performance", snap, now=now),
+        "/status": answer("status", snap, wall=now), "/positions": answer("positions", snap, wall=now),
+        "/balance": answer("balance", snap, wall=now), "/profit": answer("profit", snap, wall=now),
+        "/daily 3": answer("daily", snap, wall=now, n=3), "/weekly": answer("weekly", snap, wall=now),
+        "/trades 2": answer("trades", snap, wall=now, n=2), "/performance": answer("performance", snap, wall=now),
         "/help": HELP,
     }
     for command, expected in queries.items():
@@ -104,9 +104,10 @@ def test_every_command_through_real_polling_agrees_with_the_query_layer(tg: Fake
     assert "rsi_bot · paper · running" in queries["/status"] and "closed trades: 3" in queries["/status"]
     assert queries["/positions"] == "Open positions (1):\nCCC LONG 50 @ 20.00 · since 01-02 15:00"
     assert "Profit: +87.00 over 3 trades" in queries["/profit"] and "Win rate: 66.7% (2W/1L)" in queries["/profit"]
-    assert queries["/daily 3"].splitlines()[1:] == ["2024-01-03       +0.00    0 tr",
-                                                    "2024-01-02      +87.00    3 tr  2W",
-                                                    "2024-01-01       +0.00    0 tr"]
+    # A paper bot lives at its bars' time: days count back from its last event, not the wall clock.
+    assert queries["/daily 3"].splitlines()[1:] == ["2024-01-02      +87.00    3 tr  2W",
+                                                    "2024-01-01       +0.00    0 tr",
+                                                    "2023-12-31       +0.00    0 tr"]
     assert queries["/trades 2"].splitlines()[1].startswith("AAA LONG +39.00 (+3.90%)")
     assert queries["/performance"].splitlines()[1:] == ["1. AAA +138.00 (2 tr, 100% win)", "2. BBB -51.00 (1 tr, 0% win)"]
 
