@@ -22,6 +22,7 @@ Every value at t depends only on bars 0..t.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import backtrader as bt
@@ -34,41 +35,80 @@ def _check(period: int, multiplier: float) -> None:
         raise ValueError("SuperTrend needs period >= 1 and multiplier > 0")
 
 
+@dataclass(frozen=True, slots=True)
+class Ratchet:
+    """The SuperTrend state after a bar: final bands, direction and that bar's close."""
+
+    upper: float
+    lower: float
+    direction: float
+    close: float
+
+
 def supertrend(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 10, multiplier: float = 3.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return (line, direction) arrays; direction is +1.0 (up), -1.0 (down) or NaN (warm-up)."""
+    line, direction, _ = supertrend_state(high, low, close, period, multiplier)
+    return line, direction
+
+
+def supertrend_state(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int = 10, multiplier: float = 3.0
+) -> tuple[np.ndarray, np.ndarray, Ratchet | None]:
+    """Return (line, direction, state after the last bar); the state is None during warm-up."""
     _check(period, multiplier)
     h = np.asarray(high, dtype=np.float64)
     lo = np.asarray(low, dtype=np.float64)
     c = np.asarray(close, dtype=np.float64)
     n = len(c)
-    line = np.full(n, np.nan)
-    direction = np.full(n, np.nan)
     if n <= period:
-        return line, direction
+        return np.full(n, np.nan), np.full(n, np.nan), None
     atr = talib.ATR(h, lo, c, period)
     hl2 = (h + lo) / 2.0
+    t0 = period
+    # On the first bar with an ATR the bands are the basic ones and the bar's close says
+    # which side the price is on.
+    d = 1.0 if c[t0] >= hl2[t0] else -1.0
+    first = Ratchet(hl2[t0] + multiplier * atr[t0], hl2[t0] - multiplier * atr[t0], d, float(c[t0]))
+    line, direction, state = supertrend_resume(
+        first, h[t0 + 1 :], lo[t0 + 1 :], c[t0 + 1 :], atr[t0 + 1 :], multiplier
+    )
+    head = np.full(t0 + 1, np.nan)
+    head_dir = head.copy()
+    head[t0], head_dir[t0] = (first.lower if d > 0 else first.upper), d
+    return np.concatenate([head, line]), np.concatenate([head_dir, direction]), state
+
+
+def supertrend_resume(
+    state: Ratchet,
+    high: np.ndarray,
+    low: np.ndarray,
+    close: np.ndarray,
+    atr: np.ndarray,
+    multiplier: float,
+) -> tuple[np.ndarray, np.ndarray, Ratchet]:
+    """Continue the ratchet from `state` over the bars that follow it, given their ATR.
+
+    Streamed bars carry the state from call to call: the bands are path-dependent, so a
+    window of bars could not rebuild them.
+    """
+    hl2 = (np.asarray(high, dtype=np.float64) + np.asarray(low, dtype=np.float64)) / 2.0
     # The ratchet is path-dependent: a plain loop over lists (list indexing is much
     # cheaper than numpy scalar access).
     bu = (hl2 + multiplier * atr).tolist()
     bl = (hl2 - multiplier * atr).tolist()
-    cl = c.tolist()
-    out_line = [math.nan] * n
-    out_dir = [math.nan] * n
-    t0 = period
-    upper, lower = bu[t0], bl[t0]
-    d = 1.0 if cl[t0] >= float(hl2[t0]) else -1.0
-    out_line[t0], out_dir[t0] = (lower if d > 0 else upper), d
-    for t in range(t0 + 1, n):
-        prev_close = cl[t - 1]
+    cl = np.asarray(close, dtype=np.float64).tolist()
+    upper, lower, d, prev_close = state.upper, state.lower, state.direction, state.close
+    out_line = [math.nan] * len(cl)
+    out_dir = [math.nan] * len(cl)
+    for t, c_t in enumerate(cl):
         b = bl[t]
         if b > lower or prev_close < lower:
             lower = b
         b = bu[t]
         if b < upper or prev_close > upper:
             upper = b
-        c_t = cl[t]
         if d > 0:
             if c_t < lower:
                 d = -1.0
@@ -76,7 +116,8 @@ def supertrend(
             d = 1.0
         out_line[t] = lower if d > 0 else upper
         out_dir[t] = d
-    return np.array(out_line), np.array(out_dir)
+        prev_close = c_t
+    return np.array(out_line), np.array(out_dir), Ratchet(upper, lower, d, prev_close)
 
 
 # bars seen, true-range sum (warm-up), ATR, close, upper band, lower band, direction

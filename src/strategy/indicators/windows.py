@@ -1,4 +1,12 @@
-"""Small causal helpers over boolean series."""
+"""Small causal helpers over rolling windows: recent True values, sums, SMA, Bollinger bands.
+
+`rolling_sum`, `sma` and `bollinger` give at bar t a value that depends on bars
+t-period+1..t only, to the last bit: every window is added up in the same order. TA-Lib's
+SMA and BBANDS keep one running sum over the whole series instead, whose rounding carries
+the history (about 1e-13 relative), so on a flat stretch, where a close equals its band,
+the comparison would come out differently over a window of recent bars than over every
+bar. With these, the rolling window of streamed bars decides exactly as the backtest.
+"""
 
 from __future__ import annotations
 
@@ -10,3 +18,39 @@ def true_within(x: np.ndarray, bars: int) -> np.ndarray:
     cs = np.concatenate([[0], np.cumsum(x, dtype=np.int64)])
     start = np.maximum(np.arange(len(x)) + 1 - bars, 0)
     return cs[1:] - cs[start] > 0
+
+
+def rolling_sum(x: np.ndarray, period: int) -> np.ndarray:
+    """Return x[t-period+1] + ... + x[t] at t, added oldest first; NaN before bar period-1."""
+    x = np.asarray(x, dtype=np.float64)
+    n = len(x)
+    out = np.full(n, np.nan)
+    m = n - period + 1
+    if m <= 0:
+        return out
+    acc = x[:m].copy()
+    for k in range(1, period):  # one vector add per lag: O(n x period), no n x period temporary
+        acc += x[k : k + m]
+    out[period - 1 :] = acc
+    return out
+
+
+def sma(x: np.ndarray, period: int) -> np.ndarray:
+    """Return the simple moving average over `period` bars (NaN during warm-up)."""
+    return rolling_sum(x, period) / period
+
+
+def bollinger(
+    close: np.ndarray, period: int, dev: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (upper, middle, lower): SMA ± dev × population standard deviation, as TA-Lib's BBANDS.
+
+    The variance is mean(x²) - mean(x)², TA-Lib's formula, floored at 0 against rounding.
+    """
+    close = np.asarray(close, dtype=np.float64)
+    mean = sma(close, period)
+    with np.errstate(invalid="ignore"):
+        var = sma(close * close, period) - mean * mean
+        std = np.sqrt(np.maximum(var, 0.0))
+    band = std * dev
+    return mean + band, mean, mean - band

@@ -4,11 +4,20 @@ A mixin owns its parameters (a frozen pydantic model named ``Params``), computes
 indicators vectorised in `prepare` from the bars seen so far, and answers one question per
 bar. BaseStrategy calls, per symbol and per bar index ``i`` (0 = oldest bar):
 
-* entry: ``prepare(bars)`` once (backtest) or whenever new bars arrive (live), then
-  ``should_enter(i, side, bars_since_exit)``;
-* exit: ``prepare(bars)``, then ``on_entry(trade, i)`` when an entry signal is acted on (at
-  bar ``i``, before the fill) and ``on_bar(trade, i)`` at the close of every bar while the
-  position is open. Both return an `ExitPlan`.
+* entry: ``prepare(bars)`` once (backtest) or ``extend(bars, start)`` whenever new bars
+  arrive (paper, live), then ``should_enter(i, side, bars_since_exit)``;
+* exit: ``prepare(bars)`` / ``extend(bars, start)``, then ``on_entry(trade, i)`` when an
+  entry signal is acted on (at bar ``i``, before the fill) and ``on_bar(trade, i)`` at the
+  close of every bar while the position is open. Both return an `ExitPlan`.
+
+Indicators: a mixin either returns its per-bar values from ``compute(bars)`` (arrays, index i =
+bar i; `prepare` stores each as a list attribute of that name) or overrides `prepare`.
+
+Streamed bars (the rolling window): when the values at bar t depend only on the last
+``memory()`` bars, `extend` runs ``compute`` over those bars only and appends the new bars'
+values, so a bar costs O(memory), not O(bars seen). A mixin with path-dependent state
+overrides `extend` and carries the state. Without a memory (the default) or a ``compute``,
+`extend` falls back to `prepare` over every bar: correct, and O(bars seen) per bar.
 
 Nothing may read ``bars`` beyond index ``i``: indicators must be causal (TA-Lib's are), and
 per-bar logic only indexes ``[i]`` or earlier. The lookahead tests enforce this.
@@ -48,6 +57,17 @@ class Bars:
 
     def __len__(self) -> int:
         return len(self.close)
+
+    def tail(self, start: int) -> Bars:
+        """Return bars[start:] (views, no copy)."""
+        return Bars(
+            self.time[start:],
+            self.open[start:],
+            self.high[start:],
+            self.low[start:],
+            self.close[start:],
+            self.volume[start:],
+        )
 
 
 @dataclass(slots=True)
@@ -121,13 +141,45 @@ class _Mixin:
     def name(self) -> str:
         return type(self).__name__
 
+    def compute(self, bars: Bars) -> dict[str, np.ndarray] | None:
+        """Return the per-bar values over `bars` by attribute name (vectorised), or None."""
+        return None
+
     def prepare(self, bars: Bars) -> None:
-        """Compute indicators for all of `bars` (vectorised); keep arrays on self."""
+        """Compute indicators for all of `bars`; keep per-bar lists on self."""
         self.bars = bars
+        # Lists index faster than arrays in the per-bar loop.
+        for name, values in (self.compute(bars) or {}).items():
+            setattr(self, name, values.tolist())
 
     def warmup(self) -> int:
         """Return the number of bars before this mixin's decisions are valid."""
         return 0
+
+    def memory(self) -> int | None:
+        """Return M such that the values at bar t follow from bars t-M+1..t alone, or None.
+
+        None (the default): unknown, so streamed bars are prepared over every bar seen.
+        See `strategy.indicators.memory` for the rules (periods, recursive smoothers).
+        """
+        return None
+
+    def extend(self, bars: Bars, start: int) -> None:
+        """Prepare `bars` whose first `start` bars are prepared already (streamed bars).
+
+        With a memory M, `compute` runs over the last M - 1 prepared bars and the new ones;
+        the new bars' values are appended. Otherwise `prepare` runs over all of `bars`.
+        """
+        memory = self.memory()
+        lo = start - memory + 1 if memory is not None else 0
+        computed = self.compute(bars.tail(lo)) if lo > 0 else None
+        if computed is None:
+            self.prepare(bars)
+            return
+        self.bars = bars
+        new = len(bars) - start
+        for name, values in computed.items():
+            getattr(self, name).extend(values[len(values) - new :].tolist())
 
     def diagnostics(self) -> dict[str, Any] | None:
         """Return a small JSON-ready summary for the result's diagnostics, or None (the default)."""

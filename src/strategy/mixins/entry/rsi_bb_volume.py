@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-import talib
 from pydantic import Field
 
+from strategy.indicators.windows import sma
 from strategy.mixins.base import Bars
 from strategy.mixins.entry.rsi_bb import RSIOrBBEntryMixin
 from strategy.registry import register
@@ -25,13 +25,15 @@ class RSIBBVolumeEntryMixin(RSIOrBBEntryMixin):
         e_vol_period: int = Field(20, ge=2, description="Volume moving-average period.")
         e_vol_multiplier: float = Field(1.5, gt=0, description="Volume must exceed this multiple of its average.")
 
-    def prepare(self, bars: Bars) -> None:
-        super().prepare(bars)  # the RSI/Bollinger signal arrays
+    def compute(self, bars: Bars) -> dict[str, np.ndarray]:
+        out = super().compute(bars)  # the RSI/Bollinger signal arrays
         p = self.p
         with np.errstate(invalid="ignore"):  # NaN during warm-up compares False
-            surge = bars.volume > p.e_vol_multiplier * talib.SMA(bars.volume, p.e_vol_period)
-        self.long_signal = (np.asarray(self.long_signal) & surge).tolist()
-        self.short_signal = (np.asarray(self.short_signal) & surge).tolist()
+            surge = bars.volume > p.e_vol_multiplier * sma(bars.volume, p.e_vol_period)
+        return {name: values & surge for name, values in out.items()}
+
+    def memory(self) -> int:
+        return max(super().memory(), self.p.e_vol_period)
 
     def warmup(self) -> int:
         return max(super().warmup(), self.p.e_vol_period - 1)

@@ -26,6 +26,7 @@ import talib
 from pydantic import Field
 
 from strategy.indicators.ichimoku import ichimoku, ichimoku_warmup
+from strategy.indicators.memory import recursive_memory
 from strategy.indicators.windows import true_within as _within
 from strategy.mixins.base import Bars, EntryMixin, EntryParams, Side
 from strategy.registry import register
@@ -66,7 +67,10 @@ class RSIIchimokuEntryMixin(EntryMixin):
             False, description="Require close beyond the close e_displacement bars ago."
         )
 
-    def prepare(self, bars: Bars) -> None:
+    long_signal: list[bool]
+    short_signal: list[bool]
+
+    def compute(self, bars: Bars) -> dict[str, np.ndarray]:
         p = self.p
         close = bars.close
         ich = ichimoku(
@@ -89,15 +93,20 @@ class RSIIchimokuEntryMixin(EntryMixin):
             if p.e_require_chikou:
                 long_ &= close > ich.chikou_ref
                 short &= close < ich.chikou_ref
-        # lists index faster than arrays in the per-bar loop
-        self.long_signal: list[bool] = long_.tolist()
-        self.short_signal: list[bool] = short.tolist()
+        return {"long_signal": long_, "short_signal": short}
 
     def warmup(self) -> int:
         p = self.p
         return max(
             p.e_rsi_period, ichimoku_warmup(p.e_tenkan, p.e_kijun, p.e_senkou_b, p.e_displacement)
         )
+
+    def memory(self) -> int:
+        # Every line at t (the cloud reads bars up to t - displacement), plus the lookback
+        # window over the RSI extreme and the Tenkan/Kijun cross (which reads t - 1).
+        p = self.p
+        cloud = ichimoku_warmup(p.e_tenkan, p.e_kijun, p.e_senkou_b, p.e_displacement) + 1
+        return max(recursive_memory(p.e_rsi_period), cloud) + p.e_lookback
 
     def signal(self, i: int, side: Side) -> bool:
         return self.long_signal[i] if side is Side.LONG else self.short_signal[i]

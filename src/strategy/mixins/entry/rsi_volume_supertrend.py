@@ -17,7 +17,9 @@ import numpy as np
 import talib
 from pydantic import Field
 
-from strategy.indicators.supertrend import supertrend
+from strategy.indicators.memory import recursive_memory
+from strategy.indicators.supertrend import supertrend_resume, supertrend_state
+from strategy.indicators.windows import sma
 from strategy.indicators.windows import true_within as _within
 from strategy.mixins.base import Bars, EntryMixin, EntryParams, Side
 from strategy.registry import register
@@ -49,14 +51,43 @@ class RSIVolumeSuperTrendEntryMixin(EntryMixin):
             1.2, gt=0, description="Volume must exceed this multiple of its SMA."
         )
 
+    long_signal: list[bool]
+    short_signal: list[bool]
+    direction: list[float]
+
     def prepare(self, bars: Bars) -> None:
         p = self.p
-        _, direction = supertrend(bars.high, bars.low, bars.close, p.e_st_period, p.e_st_multiplier)
+        _, direction, self._ratchet = supertrend_state(
+            bars.high, bars.low, bars.close, p.e_st_period, p.e_st_multiplier
+        )
+        self.direction = direction.tolist()
+        long_, short = self._rule(bars, direction)
+        self.long_signal, self.short_signal = long_.tolist(), short.tolist()
+
+    def extend(self, bars: Bars, start: int) -> None:
+        """Carry the SuperTrend ratchet over the new bars; the rest over a rolling window."""
+        p, n = self.p, len(bars)
+        lo = start - self.memory() + 1
+        if lo <= 0 or self._ratchet is None:
+            self.prepare(bars)
+            return
+        window, new = bars.tail(lo), bars.tail(start)
+        atr = talib.ATR(window.high, window.low, window.close, p.e_st_period)[start - lo :]
+        _, direction, self._ratchet = supertrend_resume(
+            self._ratchet, new.high, new.low, new.close, atr, p.e_st_multiplier
+        )
+        self.direction.extend(direction.tolist())
+        long_, short = self._rule(window, np.array(self.direction[lo:n]))
+        self.long_signal.extend(long_[start - lo :].tolist())
+        self.short_signal.extend(short[start - lo :].tolist())
+
+    def _rule(self, bars: Bars, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        p = self.p
         rsi = talib.RSI(bars.close, p.e_rsi_period)
         volume = np.asarray(bars.volume, dtype=np.float64)
         prev = np.concatenate([[np.nan], direction[:-1]])
         with np.errstate(invalid="ignore"):  # NaN during warm-up compares False
-            loud = volume > p.e_vol_multiplier * talib.SMA(volume, p.e_vol_period)
+            loud = volume > p.e_vol_multiplier * sma(volume, p.e_vol_period)
             up = direction > 0
             down = direction < 0
             long_ = (
@@ -68,9 +99,14 @@ class RSIVolumeSuperTrendEntryMixin(EntryMixin):
                 & (rsi < p.e_rsi_short_max)
                 & loud
             )
-        # lists index faster than arrays in the per-bar loop
-        self.long_signal: list[bool] = long_.tolist()
-        self.short_signal: list[bool] = short.tolist()
+        return long_, short
+
+    def memory(self) -> int:
+        # The rolling window of ATR, RSI and the volume SMA, plus the bars in which a flip
+        # counts (a flip reads the bar before). The bands are carried (`extend`).
+        p = self.p
+        smoothers = recursive_memory(max(p.e_st_period, p.e_rsi_period))
+        return max(smoothers, p.e_vol_period) + p.e_flip_lookback + 1
 
     def warmup(self) -> int:
         p = self.p

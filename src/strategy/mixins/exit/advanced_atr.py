@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import talib
 from pydantic import Field
 
+from strategy.indicators.memory import recursive_memory
 from strategy.mixins.base import Bars, ExitMixin, ExitParams, ExitPlan, OpenTrade
 from strategy.registry import register
 
@@ -46,12 +48,16 @@ class AdvancedATRExitMixin(ExitMixin):
         )
         x_partial_fraction: float = Field(0.5, gt=0, lt=1, description="Fraction of the position closed there.")
 
-    def prepare(self, bars: Bars) -> None:
-        self.atr = talib.ATR(bars.high, bars.low, bars.close, self.p.x_atr_period).tolist()
-        self.close = bars.close.tolist()
+    atr: list[float]
+
+    def compute(self, bars: Bars) -> dict[str, np.ndarray]:
+        return {"atr": talib.ATR(bars.high, bars.low, bars.close, self.p.x_atr_period)}
 
     def warmup(self) -> int:
         return self.p.x_atr_period
+
+    def memory(self) -> int:
+        return recursive_memory(self.p.x_atr_period)
 
     def on_entry(self, trade: OpenTrade, i: int) -> ExitPlan:
         p, sign = self.p, trade.side.sign

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import talib
 from pydantic import Field
 
+from strategy.indicators.memory import recursive_memory
 from strategy.mixins.base import Bars, ExitMixin, ExitParams, ExitPlan, OpenTrade
 from strategy.registry import register
 
@@ -29,11 +31,16 @@ class ATRExitMixin(ExitMixin):
         x_atr_period: int = Field(14, ge=1, description="ATR period (Wilder).")
         x_atr_multiplier: float = Field(2.0, gt=0, description="Stop and trailing distance in ATRs.")
 
-    def prepare(self, bars: Bars) -> None:
-        self.atr = talib.ATR(bars.high, bars.low, bars.close, self.p.x_atr_period).tolist()
+    atr: list[float]
+
+    def compute(self, bars: Bars) -> dict[str, np.ndarray]:
+        return {"atr": talib.ATR(bars.high, bars.low, bars.close, self.p.x_atr_period)}
 
     def warmup(self) -> int:
         return self.p.x_atr_period  # first bar with an ATR value
+
+    def memory(self) -> int:
+        return recursive_memory(self.p.x_atr_period)
 
     def on_entry(self, trade: OpenTrade, i: int) -> ExitPlan:
         atr = self.atr[i]

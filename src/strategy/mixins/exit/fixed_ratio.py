@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from typing import Self
 
+import numpy as np
 import talib
 from pydantic import Field, model_validator
 
+from strategy.indicators.memory import recursive_memory
 from strategy.mixins.base import Bars, ExitMixin, ExitParams, ExitPlan, OpenTrade
 from strategy.registry import register
 
@@ -44,12 +46,18 @@ class FixedRatioExitMixin(ExitMixin):
                 raise ValueError("x_atr_period applies only with x_atr_multiplier")
             return self
 
-    def prepare(self, bars: Bars) -> None:
-        if self.p.x_atr_multiplier is not None:
-            self.atr = talib.ATR(bars.high, bars.low, bars.close, self.p.x_atr_period).tolist()
+    atr: list[float]
+
+    def compute(self, bars: Bars) -> dict[str, np.ndarray]:
+        if self.p.x_atr_multiplier is None:
+            return {}
+        return {"atr": talib.ATR(bars.high, bars.low, bars.close, self.p.x_atr_period)}
 
     def warmup(self) -> int:
         return self.p.x_atr_period if self.p.x_atr_multiplier is not None else 0
+
+    def memory(self) -> int:
+        return recursive_memory(self.p.x_atr_period) if self.p.x_atr_multiplier is not None else 1
 
     def on_entry(self, trade: OpenTrade, i: int) -> ExitPlan:
         p, ref, sign = self.p, trade.ref_price, trade.side.sign

@@ -8,6 +8,8 @@ import numpy as np
 import talib
 from pydantic import Field, model_validator
 
+from strategy.indicators.memory import recursive_memory
+from strategy.indicators.windows import sma
 from strategy.mixins.base import Bars, ExitMixin, ExitParams, ExitPlan, OpenTrade, Side
 from strategy.registry import register
 
@@ -37,19 +39,28 @@ class MACrossoverExitMixin(ExitMixin):
                 raise ValueError(f"x_fast_period ({fast}) must be below x_slow_period ({slow})")
             return self
 
-    def prepare(self, bars: Bars) -> None:
+    cross_down: list[bool]
+    cross_up: list[bool]
+
+    def compute(self, bars: Bars) -> dict[str, np.ndarray]:
         p = self.p
-        ma = talib.SMA if p.x_ma_type == "sma" else talib.EMA
+        ma = sma if p.x_ma_type == "sma" else talib.EMA
         fast, slow = ma(bars.close, p.x_fast_period), ma(bars.close, p.x_slow_period)
         prev_fast, prev_slow = np.roll(fast, 1), np.roll(slow, 1)
         prev_fast[:1] = prev_slow[:1] = np.nan  # bar 0 has no previous bar
         with np.errstate(invalid="ignore"):  # NaN during warm-up compares False
             # A pure function of bars 0..i, evaluated for every bar at once.
-            self.cross_down = ((fast < slow) & (prev_fast >= prev_slow)).tolist()
-            self.cross_up = ((fast > slow) & (prev_fast <= prev_slow)).tolist()
+            return {
+                "cross_down": (fast < slow) & (prev_fast >= prev_slow),
+                "cross_up": (fast > slow) & (prev_fast <= prev_slow),
+            }
 
     def warmup(self) -> int:
         return self.p.x_slow_period  # first bar with both MAs at i and i - 1
+
+    def memory(self) -> int:
+        slow = self.p.x_slow_period
+        return (slow if self.p.x_ma_type == "sma" else recursive_memory(slow)) + 1  # + bar i - 1
 
     def on_bar(self, trade: OpenTrade, i: int) -> ExitPlan:
         plan = ExitPlan(trade.stop, trade.stop_reason, trade.take_profit, trade.take_profit_reason)

@@ -85,6 +85,17 @@ class TimeBasedExitMixin(ExitMixin):
         else:
             self.session_ns = None
 
+    def extend(self, bars: Bars, start: int) -> None:
+        """Append the new bars' times; the smallest spacing so far is carried, not recomputed."""
+        if start < 2:  # bar 0 has no spacing yet to carry
+            self.prepare(bars)
+            return
+        t = bars.time[start - 1 :].astype("datetime64[ns]").astype(np.int64)
+        seen = self.close_ns[start - 1] - self.open_ns[start - 1]
+        step = np.minimum.accumulate(np.concatenate([[seen], np.diff(t)]))[1:]
+        self.open_ns.extend(t[1:].tolist())
+        self.close_ns.extend((t[1:] + step).tolist())
+
     def on_bar(self, trade: OpenTrade, i: int) -> ExitPlan:
         plan = ExitPlan(trade.stop, trade.stop_reason, trade.take_profit, trade.take_profit_reason)
         e = trade.entry_index
