@@ -14,7 +14,15 @@ from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 
 Route = Literal["on", "off", "silent"]
 CATEGORIES = ("position_opened", "position_closed", "order_filled", "order_failed", "risk_alerts",
@@ -66,7 +74,7 @@ class TelegramConfig(ChannelLimits):
             return []
         if isinstance(v, int | str):
             v = [v]
-        out = []
+        out: list[Any] = []
         for item in v:
             out.extend(p.strip() for p in item.split(",") if p.strip()) if isinstance(item, str) else out.append(item)
         return out
@@ -213,7 +221,9 @@ def environ_with_dotenv(path: str | Path = ".env") -> dict[str, str]:
 
 def settings_from_mapping(raw: Mapping[str, Any], env: Mapping[str, str] | None = None) -> NotificationSettings:
     """Validate the three sections of a parsed YAML mapping, interpolating ``${VAR}``."""
-    from trading.config import _interpolate  # the same ${VAR} / ${VAR:-default} rules as the bot config
+    from trading.config import (
+        _interpolate,  # the same ${VAR} / ${VAR:-default} rules as the bot config
+    )
 
     unset: dict[tuple[Any, ...], str] = {}
     keys = ("telegram", "email", "notifications")

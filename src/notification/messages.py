@@ -217,8 +217,8 @@ def report_message(kind: str, snap: StatusSnapshot, end: datetime, chart: bytes 
         ("Open positions", str(len(snap.positions))),
     ]
     if best is not None and worst is not None:
-        rows.append(("Best / worst", f"{best.symbol} {fmt_num(best.pnl, sign=True)} / "
-                                     f"{worst.symbol} {fmt_num(worst.pnl, sign=True)}"))
+        extremes = f"{best.symbol} {fmt_num(best.pnl, sign=True)} / {worst.symbol} {fmt_num(worst.pnl, sign=True)}"
+        rows.append(("Best / worst", extremes))
     rows.append(("Max drawdown", f"{fmt_num(dd)}%"))
     if snap.halted:
         rows.append(("Halted", snap.halt_reason))

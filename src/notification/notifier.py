@@ -172,7 +172,7 @@ class Notifier:
         fut = asyncio.run_coroutine_threadsafe(self._aclose(timeout), loop)
         try:
             fut.result(timeout * 2 + 5)
-        except Exception:  # noqa: BLE001 - closing never raises into the bot
+        except Exception:
             log.exception("notifier did not close cleanly")
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout + 5)
@@ -269,7 +269,7 @@ class Notifier:
             for kind in kinds:
                 try:
                     await self.send_report(kind, when)
-                except Exception:  # noqa: BLE001 - a failed report must not end the schedule
+                except Exception:
                     log.exception("%s report failed", kind)
 
     async def send_report(self, kind: str, when: datetime) -> Message:
@@ -278,9 +278,9 @@ class Notifier:
         tz = ZoneInfo(times.timezone if isinstance(times, ReportTimes) else "UTC")
         end = period_end(kind, when, tz)
         snap = self.status.snapshot()
-        render_chart = self._chart
-        if render_chart is None:
-            from notification.charts import equity_png as render_chart
+        from notification.charts import equity_png
+
+        render_chart = self._chart or equity_png
         title = f"{snap.bot or 'bot'} equity"
         loop = asyncio.get_running_loop()
         chart = await loop.run_in_executor(None, render_chart, snap.equity_series(), title)

@@ -9,6 +9,7 @@ registered with `redact`, so it never reaches a log line or an exception text.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import warnings
 from datetime import timedelta
@@ -28,7 +29,7 @@ def _import_telegram() -> Any:
     try:
         import telegram
         import telegram.ext
-    except ImportError as exc:  # pragma: no cover - depends on the installation
+    except ImportError as exc:
         raise ImportError("Telegram notifications need python-telegram-bot: pip install 'atf[notify]'") from exc
     return telegram
 
@@ -85,7 +86,7 @@ class TelegramChannel:
         self.connected = asyncio.Event()
         for chat in cfg.chat_id:
             box = Outbox(
-                f"telegram:{chat}", lambda m, c=chat: self._send(c, m), min_interval=1.0 / cfg.rate_per_second,
+                f"telegram:{chat}", functools.partial(self._send, chat), min_interval=1.0 / cfg.rate_per_second,
                 timeout=t, max_attempts=cfg.max_attempts, backoff=cfg.backoff, backoff_max=cfg.backoff_max,
                 queue_size=cfg.queue_size, max_chars=cfg.max_chars,
             )

@@ -64,7 +64,7 @@ EXPECTED: list[tuple[Event, str, str]] = [
     (closed("ETHUSDT", entry="2000", exit="1900", qty="2", fees="4"), "position_closed",
      "ETHUSDT ❌ closed LONG -204.00 (-5.10%) · 2,000.00 → 1,900.00"),
     (TradeClosedWithReason(ts=T0, trade_id="SOL-1", symbol="SOLUSDT", side=PositionSide.SHORT, quantity=Decimal(10),
-                           entry_price=Decimal("101.5"), exit_price=Decimal("98"), realised_pnl=Decimal(35),
+                           entry_price=Decimal("101.5"), exit_price=Decimal(98), realised_pnl=Decimal(35),
                            fees=Decimal("0.4"), exit_reason="take_profit"), "position_closed",
      "SOLUSDT ✅ closed SHORT +34.60 (+3.41%) · take_profit · 101.50 → 98.00"),
     (OrderFilled(ts=T0, client_order_id=COID, symbol="BTCUSDT", side=OrderSide.BUY, last_qty=Decimal("0.25"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -12,7 +13,16 @@ import pytest
 from notification.clock import ManualClock
 from notification.commands import HELP
 from tests.fakes.telegram_api import FakeTelegramAPI
-from tests.notification.conftest import CHAT, OTHER_CHAT, STRANGER, T0, TOKEN, closed, opened, settings
+from tests.notification.conftest import (
+    CHAT,
+    OTHER_CHAT,
+    STRANGER,
+    T0,
+    TOKEN,
+    closed,
+    opened,
+    settings,
+)
 from trading.events import BotStarted, OrderRejected
 from trading.orders import ClientOrderId
 from trading.status import answer
@@ -246,7 +256,7 @@ def test_a_burst_of_100_events_is_merged_rate_limited_and_nothing_is_lost(tg, ma
         assert got == symbols  # every event once, in order
         assert all(len(s.text) <= 4000 for s in sent)
         assert 2 <= len(sent) <= 10  # merged: a few sends, not 100
-        gaps = [b.at - a.at for a, b in zip(sent, sent[1:], strict=False)]
+        gaps = [b.at - a.at for a, b in itertools.pairwise(sent)]
         assert min(gaps) >= 0.8 / rate  # at most `rate` messages per second per chat
         stats = n.channels[0].outboxes[chat].stats  # type: ignore[attr-defined]
         assert (stats.delivered, stats.dropped, stats.sends) == (100, 0, len(sent))
