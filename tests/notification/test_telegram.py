@@ -192,7 +192,7 @@ def test_server_down_messages_are_dropped_after_the_attempts_and_the_token_never
     t0 = time.perf_counter()
     for i in range(3):
         n.publish(opened(f"S{i}", i=i))
-    assert time.perf_counter() - t0 < 0.05  # publishing does not wait for the dead server
+    assert time.perf_counter() - t0 < 0.25  # publishing does not wait for the dead server
     assert n.wait_delivered(10)
     stats = n.channels[0].outboxes[CHAT].stats  # type: ignore[attr-defined]
     assert (stats.delivered, stats.dropped, stats.failed_attempts) == (0, 3, 3)
@@ -225,7 +225,7 @@ def test_a_hanging_server_times_out_drops_and_recovers_when_it_answers_again(tg,
     n = make_notifier(settings(tg.base_url, timeout=0.3, attempts=2, backoff=0.05))
     t0 = time.perf_counter()
     n.publish(opened("AAA"))
-    assert time.perf_counter() - t0 < 0.05
+    assert time.perf_counter() - t0 < 0.25  # a send on this thread would wait its 0.3 s timeout
     assert n.wait_delivered(10)
     box = n.channels[0].outboxes[CHAT]  # type: ignore[attr-defined]
     assert box.stats.dropped == 1 and box.stats.failed_attempts == 2
