@@ -46,6 +46,11 @@ class UnusualPnl:
         self.k, self.window, self.min_trades = k, window, min_trades
         self._pnl: deque[float] = deque(maxlen=window)
 
+    @property
+    def seen(self) -> int:
+        """How many trades the current judgement rests on (at most `window`)."""
+        return len(self._pnl)
+
     def check(self, pnl: float) -> float | None:
         """Return |pnl| / std when unusual, else None; then remember the trade."""
         hist = list(self._pnl)
@@ -221,7 +226,7 @@ class Notifier:
         if isinstance(event, TradeClosed):
             sigmas = self._unusual.check(trade_pnl(event)[0])
             if sigmas is not None:
-                self._route("unusual_trades", unusual_message(event, sigmas, len(self._unusual._pnl) - 1))
+                self._route("unusual_trades", unusual_message(event, sigmas, self._unusual.seen - 1))
 
     def _route(self, category: str, text: str) -> None:
         mode = self.settings.notifications.route(category)
