@@ -267,7 +267,9 @@ def write_walk_forward(study: Study, wf: WalkForwardResult, outdir: Path) -> dic
     }
     paths["json"].write_text(json.dumps(_clean(doc), indent=2) + "\n", encoding="utf-8")
     wf.equity.rename_axis("time").to_csv(paths["equity"], header=True)
-    trials = [_clean({"window": r.window.index, **o.row()}) for r in wf.windows for o in r.search.trials]
+    trials = [
+        _clean({"window": r.window.index, **o.row()}) for r in wf.windows for o in r.search.trials
+    ]
     paths.update({f"trials_{k}": v for k, v in write_rows(trials, outdir, "trials").items()})
     fig = go.Figure(
         go.Scatter(x=wf.equity.index.tz_convert(None), y=wf.equity.to_numpy(), name="out-of-sample")

@@ -165,6 +165,7 @@ def _tell(study: Any, trial: Any, o: TrialOutcome, constraints: Constraints) -> 
     trial.set_user_attr("error", o.error)
     trial.set_user_attr("bars", o.bars)
     trial.set_user_attr("seconds", o.seconds)
+    trial.set_user_attr("cpu_seconds", o.cpu_seconds)
     trial.set_user_attr("worker", o.worker)
     if o.value is None:  # undefined objective or an invalid bot: TPE learns nothing from it
         study.tell(trial, state=TrialState.FAIL)
@@ -194,6 +195,7 @@ def outcomes_from_study(study: Any) -> list[TrialOutcome]:
                 a.get("error"),
                 int(a.get("bars") or 0),
                 float(a.get("seconds") or 0.0),
+                float(a.get("cpu_seconds") or 0.0),
                 str(a.get("worker") or ""),
             )
         )

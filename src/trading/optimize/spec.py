@@ -115,9 +115,7 @@ class Constraints(_Strict):
 
 
 class WalkForwardSpec(_Strict):
-    train: str = Field(
-        "180d", description="In-sample window length: 180d, 12h, 4w, 90min."
-    )
+    train: str = Field("180d", description="In-sample window length: 180d, 12h, 4w, 90min.")
     test: str = Field("30d", description="Out-of-sample window length.")
     step: str | None = Field(None, description="Shift between windows; default: test.")
 

@@ -45,6 +45,7 @@ class TrialOutcome:
     error: str | None = None
     bars: int = 0
     seconds: float = 0.0  # inside the backtest: building, running, metrics
+    cpu_seconds: float = 0.0  # CPU time of that; well below `seconds` on a busy machine
     worker: str = ""
     equity: pd.Series | None = None
     trades: list[Any] | None = None
@@ -85,6 +86,7 @@ class TrialOutcome:
             **{k: self.metrics.get(k) for k in keys},
             "bars": self.bars,
             "seconds": round(self.seconds, 6),
+            "cpu_seconds": round(self.cpu_seconds, 6),
             "worker": self.worker,
         }
 
@@ -190,7 +192,7 @@ class Workload:
     def run(self, task: Task) -> TrialOutcome:
         """Evaluate one task; an invalid parameter set is reported on the outcome, not raised."""
         worker = f"{socket.gethostname()}:{os.getpid()}"
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             result = self.backtest(task.params, task.window)
             value = self.objective.score(result)
@@ -202,6 +204,7 @@ class Workload:
                 {},
                 error=str(exc),
                 seconds=time.perf_counter() - t0,
+                cpu_seconds=time.process_time() - c0,
                 worker=worker,
             )
         metrics = {k: v for k, v in result.metrics.items() if not isinstance(v, dict)}
@@ -213,6 +216,7 @@ class Workload:
             violations(metrics, self.constraints),
             bars=result.bars,
             seconds=time.perf_counter() - t0,
+            cpu_seconds=time.process_time() - c0,
             worker=worker,
         )
         if task.full:
