@@ -264,8 +264,19 @@ def test_windowed_bollinger_and_sma_agree_with_talib() -> None:
     assert np.isnan(sma(b.close[:3], 5)).all()
 
 
-def test_rolling_sum_adds_each_window_oldest_first() -> None:
-    x = np.array([1e16, 1.0, -1e16, 1.0, 2.0])
-    # ((1e16 + 1) - 1e16) loses the 1: the order is part of the definition.
-    assert rolling_sum(x, 3)[2] == (1e16 + 1.0) + -1e16
-    assert rolling_sum(x, 2).tolist()[1:] == [1e16 + 1.0, 1.0 - 1e16, -1e16 + 1.0, 3.0]
+def test_rolling_sum_adds_every_window_with_the_same_tree() -> None:
+    x = np.random.default_rng(9).normal(0.0, 1e6, 300) + np.where(np.arange(300) % 7 == 0, 1e16, 0.0)
+    three, five = rolling_sum(x, 3), rolling_sum(x, 5)
+    for t in range(4, 300):
+        assert three[t] == x[t - 2] + (x[t - 1] + x[t])  # period 0b11: 1 bar, then a pair
+        assert five[t] == x[t - 4] + ((x[t - 3] + x[t - 2]) + (x[t - 1] + x[t]))  # 0b101
+    assert np.isnan(three[:2]).all() and np.isnan(rolling_sum(x[:4], 5)).all()
+
+
+@pytest.mark.parametrize("period", [1, 2, 7, 20, 48, 64, 100])
+def test_rolling_sum_is_within_a_few_ulps_of_the_exact_sum(period: int) -> None:
+    import math
+
+    x = LONG["seed2"].close[:600]
+    exact = [math.fsum(x[t - period + 1 : t + 1]) for t in range(period - 1, len(x))]
+    np.testing.assert_allclose(rolling_sum(x, period)[period - 1 :], exact, rtol=1e-14, atol=0)

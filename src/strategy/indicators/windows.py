@@ -1,7 +1,7 @@
 """Small causal helpers over rolling windows: recent True values, sums, SMA, Bollinger bands.
 
 `rolling_sum`, `sma` and `bollinger` give at bar t a value that depends on bars
-t-period+1..t only, to the last bit: every window is added up in the same order. TA-Lib's
+t-period+1..t only, to the last bit: every window is added up by the same tree. TA-Lib's
 SMA and BBANDS keep one running sum over the whole series instead, whose rounding carries
 the history (about 1e-13 relative), so on a flat stretch, where a close equals its band,
 the comparison would come out differently over a window of recent bars than over every
@@ -21,17 +21,32 @@ def true_within(x: np.ndarray, bars: int) -> np.ndarray:
 
 
 def rolling_sum(x: np.ndarray, period: int) -> np.ndarray:
-    """Return x[t-period+1] + ... + x[t] at t, added oldest first; NaN before bar period-1."""
+    """Return x[t-period+1] + ... + x[t] at t (NaN before bar period-1), one fixed tree per window.
+
+    Sums of 1, 2, 4, ... consecutive values are built by doubling (pairs of pairs), and each
+    window adds the blocks of its period's binary digits, oldest first: about log2(period)
+    vector operations instead of period, and the same operations for every window. Sums
+    along the last axis, so several series can share the vector operations.
+    """
     x = np.asarray(x, dtype=np.float64)
-    n = len(x)
-    out = np.full(n, np.nan)
+    n = x.shape[-1]
+    out = np.full(x.shape, np.nan)
     m = n - period + 1
     if m <= 0:
         return out
-    acc = x[:m].copy()
-    for k in range(1, period):  # one vector add per lag: O(n x period), no n x period temporary
-        acc += x[k : k + m]
-    out[period - 1 :] = acc
+    acc: np.ndarray | None = None
+    block, span, offset, bits = x, 1, 0, period  # block[..., i] = x[..., i] + ... + x[..., i+span-1]
+    while True:
+        if bits & 1:
+            part = block[..., offset : offset + m]
+            acc = part.copy() if acc is None else acc + part
+            offset += span
+        bits >>= 1
+        if not bits:
+            break
+        block = block[..., :-span] + block[..., span:]
+        span *= 2
+    out[..., period - 1 :] = acc
     return out
 
 
@@ -48,9 +63,8 @@ def bollinger(
     The variance is mean(x²) - mean(x)², TA-Lib's formula, floored at 0 against rounding.
     """
     close = np.asarray(close, dtype=np.float64)
-    mean = sma(close, period)
+    mean, mean_sq = sma(np.stack([close, close * close]), period)
     with np.errstate(invalid="ignore"):
-        var = sma(close * close, period) - mean * mean
-        std = np.sqrt(np.maximum(var, 0.0))
+        std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
     band = std * dev
     return mean + band, mean, mean - band
