@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from trading.bus import EventBus
@@ -32,6 +31,15 @@ from trading.events import (
     OrderRejected,
     OrderSubmitted,
 )
+from trading.order_links import (
+    CancelRequest,
+    ModifyRequest,
+    Request,
+    check_bracket,
+    link_bracket,
+    link_oco,
+    modified_copy,
+)
 from trading.orders import (
     TRANSITIONS,
     ClientOrderId,
@@ -44,34 +52,13 @@ from trading.orders import (
     UnknownOrder,
 )
 
+__all__ = ["CancelRequest", "ModifyRequest", "OrderManager", "Request", "utc_now"]
+
 log = logging.getLogger(__name__)
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-@dataclass(frozen=True)
-class CancelRequest:
-    """Ask the venue to cancel an order."""
-
-    client_order_id: ClientOrderId
-    symbol: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class ModifyRequest:
-    """Ask the venue to change an order; None leaves a field as it is."""
-
-    client_order_id: ClientOrderId
-    symbol: str
-    quantity: Decimal | None = None
-    price: Decimal | None = None
-    stop_price: Decimal | None = None
-
-
-Request = CancelRequest | ModifyRequest
+    return datetime.now(UTC)
 
 
 class OrderManager:
@@ -81,7 +68,7 @@ class OrderManager:
         self, bus: EventBus | None = None, clock: Callable[[], datetime] = utc_now
     ) -> None:
         self._bus = bus
-        self._clock = clock
+        self.clock = clock  # the bot sets its bar clock here
         self._orders: dict[ClientOrderId, Order] = {}
         self._fill_callbacks: list[Callable[[Order, OrderFill], None]] = []
         self._update_callbacks: list[Callable[[Order, OrderEvent], None]] = []
@@ -125,7 +112,7 @@ class OrderManager:
 
     def unacknowledged(self, older_than: timedelta) -> list[Order]:
         """Return NEW orders the venue has not acknowledged for longer than `older_than`."""
-        now = self._clock()
+        now = self.clock()
         return [
             o
             for o in self._orders.values()
@@ -149,38 +136,9 @@ class OrderManager:
         When the entry dies unfilled the children are cancelled; when it dies partly filled
         they are resized to the filled quantity.
         """
-        children = [c for c in (stop_loss, take_profit) if c is not None]
-        if not children:
-            raise InvalidOrder("a bracket needs a stop_loss or a take_profit")
-        for child in children:
-            if (
-                child.symbol != entry.symbol
-                or child.side is entry.side
-                or child.quantity != entry.quantity
-            ):
-                raise InvalidOrder(
-                    f"bracket child {child.client_order_id} must close the entry: same symbol and quantity, other side"
-                )
-        if stop_loss is not None and stop_loss.order_type not in (
-            OrderType.STOP,
-            OrderType.STOP_LIMIT,
-            OrderType.TRAILING_STOP,
-        ):
-            raise InvalidOrder(
-                "a bracket stop_loss must be a stop, stop_limit or trailing_stop order"
-            )
-        if take_profit is not None and take_profit.order_type is not OrderType.LIMIT:
-            raise InvalidOrder("a bracket take_profit must be a limit order")
-        ids = [entry.client_order_id, *(c.client_order_id for c in children)]
-        self._check_new(ids)
-        for child in children:
-            child.parent_id = entry.client_order_id
-            entry.children.append(child.client_order_id)
-        if stop_loss is not None and take_profit is not None:
-            stop_loss.oco_id, take_profit.oco_id = (
-                take_profit.client_order_id,
-                stop_loss.client_order_id,
-            )
+        children = check_bracket(entry, stop_loss, take_profit)
+        self._check_new([entry.client_order_id, *(c.client_order_id for c in children)])
+        link_bracket(entry, stop_loss, take_profit)
         for order in (entry, *children):
             self._register(order)
         self._finish()
@@ -189,9 +147,11 @@ class OrderManager:
     def submit_oco(self, first: Order, second: Order) -> tuple[Order, Order]:
         """Submit two orders of which the first to fill (even partly) cancels the other."""
         if first.symbol != second.symbol:
-            raise InvalidOrder("OCO orders must be for the same symbol")
+            raise InvalidOrder(
+                f"OCO orders must be for the same symbol, got {first.symbol} and {second.symbol}"
+            )
         self._check_new([first.client_order_id, second.client_order_id])
-        first.oco_id, second.oco_id = second.client_order_id, first.client_order_id
+        link_oco(first, second)
         self._register(first)
         self._register(second)
         self._finish()
@@ -222,7 +182,7 @@ class OrderManager:
             raise IllegalTransition(
                 f"{order.client_order_id}: cannot modify a {order.status.value} order"
             )
-        self._modified_copy(order, quantity, price, stop_price)  # validates
+        modified_copy(order, quantity, price, stop_price)  # validates
         request = ModifyRequest(order.client_order_id, order.symbol, quantity, price, stop_price)
         self._send(request)
         self._finish()
@@ -300,7 +260,10 @@ class OrderManager:
         if not order.is_open:
             raise IllegalTransition(f"{client_order_id}: a {order.status.value} order cannot fill")
         if not (quantity > 0 and price > 0 and fee >= 0):
-            raise InvalidOrder(f"{client_order_id}: fill needs quantity > 0, price > 0, fee >= 0")
+            raise InvalidOrder(
+                f"{client_order_id}: fill needs quantity > 0, price > 0, fee >= 0; "
+                f"got quantity {quantity}, price {price}, fee {fee}"
+            )
         if quantity > order.remaining:
             raise IllegalTransition(
                 f"{client_order_id}: fill of {quantity} exceeds the remaining {order.remaining}"
@@ -408,7 +371,7 @@ class OrderManager:
             raise IllegalTransition(
                 f"{client_order_id}: cannot modify a {order.status.value} order"
             )
-        new = self._modified_copy(order, quantity, price, stop_price)
+        new = modified_copy(order, quantity, price, stop_price)
         order.quantity, order.price, order.stop_price = new.quantity, new.price, new.stop_price
         self._emit(
             order,
@@ -427,7 +390,7 @@ class OrderManager:
     # ------------------------------------------------------------------ internals
 
     def _ts(self, ts: datetime | None) -> datetime:
-        return ts if ts is not None else self._clock()
+        return ts if ts is not None else self.clock()
 
     def _check_new(self, ids: list[ClientOrderId]) -> None:
         seen: set[ClientOrderId] = set()
@@ -442,7 +405,7 @@ class OrderManager:
             raise InvalidOrder(
                 f"{order.client_order_id}: only a NEW, unfilled order can be submitted"
             )
-        now = self._clock()
+        now = self.clock()
         order.created_ts = order.updated_ts = now
         self._orders[order.client_order_id] = order
         self._emit(
@@ -478,7 +441,7 @@ class OrderManager:
         self._emit(
             order,
             OrderPendingCancel(
-                ts=self._clock(),
+                ts=self.clock(),
                 client_order_id=order.client_order_id,
                 symbol=order.symbol,
                 reason=reason,
@@ -493,36 +456,11 @@ class OrderManager:
                 continue
             if parent.filled_qty == 0:
                 self._request_cancel(child, reason)
-            elif child.quantity != parent.filled_qty:
+            elif child.quantity != parent.filled_qty and parent.filled_qty > child.filled_qty:
                 # The position is smaller than planned: protect exactly what was bought.
                 self._send(
                     ModifyRequest(child.client_order_id, child.symbol, quantity=parent.filled_qty)
                 )
-
-    def _modified_copy(
-        self,
-        order: Order,
-        quantity: Decimal | None,
-        price: Decimal | None,
-        stop_price: Decimal | None,
-    ) -> Order:
-        new_qty = order.quantity if quantity is None else quantity
-        if new_qty <= order.filled_qty:
-            raise InvalidOrder(
-                f"{order.client_order_id}: quantity {new_qty} must exceed the filled {order.filled_qty}"
-            )
-        # Rebuilding the record runs every field check of Order on the new values.
-        return Order(
-            client_order_id=order.client_order_id,
-            symbol=order.symbol,
-            side=order.side,
-            order_type=order.order_type,
-            quantity=new_qty,
-            price=order.price if price is None else price,
-            stop_price=order.stop_price if stop_price is None else stop_price,
-            trail_amount=order.trail_amount,
-            trail_percent=order.trail_percent,
-        )
 
     def _emit(self, order: Order, event: OrderEvent) -> None:
         order.updated_ts = event.ts

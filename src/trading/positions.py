@@ -9,7 +9,7 @@ new one with the rest; its fee is split between the two in proportion to the qua
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -38,6 +38,7 @@ class Position:
     fees: Decimal = _ZERO
     trade_id: str | None = None
     opened_ts: datetime | None = None
+    entries: int = 0  # orders that opened or added to the open position (scale-in)
 
     @property
     def side(self) -> PositionSide:
@@ -71,6 +72,7 @@ class EntryDecision:
 class _RoundTrip:
     trade_id: str
     side: PositionSide
+    entry_orders: set[str] = field(default_factory=set)
     entry_qty: Decimal = _ZERO
     exit_qty: Decimal = _ZERO
     exit_notional: Decimal = _ZERO
@@ -98,19 +100,29 @@ class PositionManager:
         """Return the summed unrealised pnl of the open positions at the given marks."""
         return sum((p.unrealised_pnl(marks[p.symbol]) for p in self.open_positions()), _ZERO)
 
-    def can_enter(self, symbol: str, side: OrderSide, *, scale_in: bool = False) -> EntryDecision:
+    def can_enter(
+        self, symbol: str, side: OrderSide, *, scale_in: bool = False, max_entries: int | None = None
+    ) -> EntryDecision:
         """Refuse a second entry in the same direction (DUPLICATE_ENTRY) unless scaling in.
 
-        An entry against an open position is refused too (OPPOSITE_POSITION): close first.
-        Entry orders still open are the OrderManager's to check (`open_orders(symbol)`).
+        When scaling in, `max_entries` caps the entry orders of one position, the first
+        included (MAX_ENTRIES). An entry against an open position is refused too
+        (OPPOSITE_POSITION): close first. Entry orders still open are the OrderManager's to
+        check (`open_orders(symbol)`).
         """
-        current = self.position(symbol).side
-        if current is PositionSide.FLAT:
+        if max_entries is not None and max_entries < 1:
+            raise ValueError(f"max_entries must be at least 1, got {max_entries}")
+        pos = self.position(symbol)
+        if pos.side is PositionSide.FLAT:
             return EntryDecision(True)
         wanted = PositionSide.LONG if side is OrderSide.BUY else PositionSide.SHORT
-        if current is not wanted:
+        if pos.side is not wanted:
             return EntryDecision(False, "OPPOSITE_POSITION")
-        return EntryDecision(True) if scale_in else EntryDecision(False, "DUPLICATE_ENTRY")
+        if not scale_in:
+            return EntryDecision(False, "DUPLICATE_ENTRY")
+        if max_entries is not None and pos.entries >= max_entries:
+            return EntryDecision(False, "MAX_ENTRIES")
+        return EntryDecision(True)
 
     def on_fill(self, order: Order, fill: OrderFill) -> Position:
         """Apply an OrderManager fill (signature of `OrderManager.add_fill_callback`)."""
@@ -137,7 +149,9 @@ class PositionManager:
     ) -> Position:
         """Apply one execution and return the new position."""
         if not (quantity > 0 and price > 0 and fee >= 0):
-            raise ValueError("a fill needs quantity > 0, price > 0 and fee >= 0")
+            raise ValueError(
+                f"a fill needs quantity > 0, price > 0 and fee >= 0; got quantity {quantity}, price {price}, fee {fee}"
+            )
         pos = self.position(symbol)
         q, signed = pos.quantity, side.sign * quantity
         if q == 0 or (q > 0) == (signed > 0):
@@ -178,7 +192,10 @@ class PositionManager:
         trip = self._trips[pos.symbol]
         trip.entry_qty += abs(signed)
         trip.fees += fee
-        pos = replace(pos, quantity=new_q, avg_entry_price=avg, fees=pos.fees + fee)
+        trip.entry_orders.add(order_id or f"fill-{len(trip.entry_orders)}")
+        pos = replace(
+            pos, quantity=new_q, avg_entry_price=avg, fees=pos.fees + fee, entries=len(trip.entry_orders)
+        )
         if opening:
             self._publish(
                 TradeOpened(
@@ -207,7 +224,7 @@ class PositionManager:
         entry = pos.avg_entry_price
         pos = replace(pos, quantity=new_q, realised_pnl=pos.realised_pnl + pnl, fees=pos.fees + fee)
         if new_q == 0:
-            pos = replace(pos, avg_entry_price=None, trade_id=None, opened_ts=None)
+            pos = replace(pos, avg_entry_price=None, trade_id=None, opened_ts=None, entries=0)
             del self._trips[pos.symbol]
             self._publish(
                 TradeClosed(
