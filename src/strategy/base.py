@@ -7,24 +7,36 @@ Per symbol and per bar (at the close of bar i):
   size follows from the sizing rule, and one bracket goes out: a market entry that fills at
   the next bar's open, with the stop and the target live from that same bar.
 * in a position: the exit mixins see the bar and may tighten the stop, move the target, or
-  ask for an exit at the next open. Changed levels replace the resting orders.
+  ask for an exit at the next open. Changed levels amend the resting orders. With
+  `strategy.scale_in`, a new entry signal in the position's direction adds to it.
 
-Fills arrive through `notify_order`; each closing fill produces a `TradeRecord` with the
-reason of the order that closed it. The strategy never learns the mode it runs in.
+Orders are recorded in an OrderManager and fills build a PositionManager (both given by the
+bot, or made here): see `strategy.order_flow`. Fills arrive through `notify_order`; each
+closing fill produces a `TradeRecord` with the reason of the order that closed it. The
+strategy never learns the mode it runs in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import backtrader as bt
 import pandas as pd
 
-from strategy.book import Book, StrategySpec
-from strategy.mixins.base import ExitPlan, OpenTrade, Side, combine
+from strategy.book import Book
+from strategy.book import StrategySpec as _BookSpec
+from strategy.mixins.base import OpenTrade, Side, combine
+from strategy.order_flow import OrderFlow, order_side
 from strategy.risk_gate import bar_datetime, check_entry, dec
+from strategy.scale_in import ScaleIn
+from trading.bt_orders import BacktraderOrders, Fill
+from trading.order_manager import OrderManager
+from trading.positions import PositionManager
 from trading.results import TradeRecord
 from trading.risk import RiskController
 from trading.sizing import position_quantity
@@ -32,7 +44,20 @@ from trading.sizing import position_quantity
 __all__ = ["BaseStrategy", "Book", "StrategySpec"]
 
 
-class BaseStrategy(bt.Strategy):
+@dataclass(frozen=True)
+class StrategySpec(_BookSpec):
+    """The book's StrategySpec plus the scale-in rule (`strategy.scale_in`, None: off)."""
+
+    scale_in: Any = None  # trading.config.ScaleInConfig
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> StrategySpec:
+        base = _BookSpec.from_config(cfg)
+        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(_BookSpec)}
+        return cls(**fields, scale_in=cfg.strategy.scale_in)
+
+
+class BaseStrategy(ScaleIn, OrderFlow, bt.Strategy):
     """Compose entry and exit mixins; record trades, equity and decisions."""
 
     params = (
@@ -42,7 +67,10 @@ class BaseStrategy(bt.Strategy):
         ("slippage", None),  # (model, amount): for the end-of-data mark-to-market exit
         ("commission_rate", 0.0),
         ("fill_model", None),  # trading.brokers.fill_model.FillModel: costs of the end-of-data exit
-        ("bus", None),  # trading.bus.EventBus for the risk events (RiskDenied, Halted, ...)
+        ("bus", None),  # trading.bus.EventBus for the risk, order and trade events
+        ("orders", None),  # trading.order_manager.OrderManager; a new one if None
+        ("positions", None),  # trading.positions.PositionManager fed by its fills; a new one if None
+        ("bot_name", None),  # first part of the client order ids; the strategy name if None
     )
 
     def __init__(self) -> None:
@@ -64,6 +92,16 @@ class BaseStrategy(bt.Strategy):
         # Every entry passes the RiskController, on the bar clock, in every mode.
         self.risk = RiskController(spec.risk, clock=self._bar_now, bus=self.p.bus)
         self._watch_equity = spec.risk.max_daily_loss is not None or spec.risk.max_drawdown is not None
+        # The record of every order and position (public: the bot persists and reconciles them).
+        orders, positions = self.p.orders, self.p.positions
+        self.order_manager: OrderManager = orders if orders is not None else OrderManager(self.p.bus)
+        self.position_manager: PositionManager = positions if positions is not None else PositionManager(self.p.bus)
+        self.order_manager.clock = self._bar_now
+        self._venue = BacktraderOrders(self.p.bot_name or spec.name, self.order_manager, lambda: self.broker)
+        self._venue.feed(self.position_manager)
+        self._trade_id: dict[str, Any] = {}  # symbol -> client order id of the open trade's entry
+        self._last_entry_bar: dict[str, int] = {}  # symbol -> bar of the last entry or add signal
+        self.scale_in = getattr(spec, "scale_in", None)
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -93,6 +131,7 @@ class BaseStrategy(bt.Strategy):
                 self._progress(n, self.books[0].total)
 
     def stop(self) -> None:
+        self._drain_notifications()
         for book in self.books:
             if book.trade is not None and book.trade.is_filled:
                 self._close_at_end(book)
@@ -103,7 +142,8 @@ class BaseStrategy(bt.Strategy):
     def _step(self, book: Book, i: int) -> None:
         trade = book.trade
         if trade is None:
-            self._maybe_enter(book, i)
+            if self._may_enter():
+                self._maybe_enter(book, i)
             return
         if not trade.is_filled or book.exit_ref is not None:
             return  # waiting for an entry or a market exit to fill
@@ -114,42 +154,56 @@ class BaseStrategy(bt.Strategy):
             trade.best_price = min(trade.best_price, book.low[i])
             trade.worst_price = max(trade.worst_price, book.high[i])
         plan = combine([x.on_bar(trade, i) for x in book.exits], trade.side)
-        if book.resize_exits and not plan.exit_now:
-            # A partial target filled on this bar: re-send the exits for what is left.
-            book.resize_exits = False
-            trade.stop, trade.stop_reason = plan.stop, plan.stop_reason
-            trade.take_profit, trade.take_profit_reason = plan.take_profit, plan.take_profit_reason
-            self._cancel_protection(book, with_partial=True)
-            self._place_exits(book, trade, with_partial=True)
-            return
         if plan.exit_now:
             self.decisions.append((book.symbol, i, "exit", plan.exit_now))
             self._exit_at_market(book, plan.exit_now)
+            return
+        if book.resize_exits:
+            # A partial fill on this bar changed the position: fit the exits to what is left.
+            book.resize_exits = False
+            trade.stop, trade.stop_reason = plan.stop, plan.stop_reason
+            trade.take_profit, trade.take_profit_reason = plan.take_profit, plan.take_profit_reason
+            self._resize_exits(book)
         elif plan.stop != trade.stop or plan.take_profit != trade.take_profit:
             self._replace_protection(book, plan)
         else:
             trade.stop_reason, trade.take_profit_reason = plan.stop_reason, plan.take_profit_reason
+        if self.scale_in is not None and book.entry_ref is None and self._may_enter():
+            self._maybe_add(book, i)
+
+    def _may_enter(self) -> bool:
+        """Return whether new entries (and adds) may be considered at all on this bar."""
+        return True
+
+    def _fired(self, book: Book, i: int, side: Side) -> str | None:
+        """Return the tag of the entry mixins that fire for `side` at bar i, or None."""
+        cand = book.candidates[side]
+        if cand is not None and not cand[i]:
+            return None
+        fired = [m.name for m in book.entries if m.should_enter(i, side, i - book.last_exit)]
+        if not fired or (self.spec.entry_logic == "all" and len(fired) < len(book.entries)):
+            return None
+        return "+".join(fired)
 
     def _maybe_enter(self, book: Book, i: int) -> None:
         if i < book.warmup or (book.total and i >= book.total - 1):
             return  # indicators not ready, or no next bar to fill on
         chosen: tuple[Side, str] | None = None
         for side in self._sides:
-            cand = book.candidates[side]
-            if cand is not None and not cand[i]:
-                continue
-            fired = [m.name for m in book.entries if m.should_enter(i, side, i - book.last_exit)]
-            if not fired:
-                continue
-            if self.spec.entry_logic == "all" and len(fired) < len(book.entries):
+            tag = self._fired(book, i, side)
+            if tag is None:
                 continue
             if chosen is not None:
                 self._refuse("CONFLICTING_SIGNALS")
                 return  # long and short fired together: stay out
-            chosen = (side, "+".join(fired))
+            chosen = (side, tag)
         if chosen is None:
             return
         side, tag = chosen
+        allowed = self.position_manager.can_enter(book.symbol, order_side(side))
+        if not allowed:
+            self._refuse(allowed.reason or "POSITION_OPEN")
+            return
         ref = book.close[i]
         trade = OpenTrade(symbol=book.symbol, side=side, signal_index=i, ref_price=ref, entry_tag=tag)
         plan = combine([x.on_entry(trade, i) for x in book.exits], side)
@@ -159,15 +213,7 @@ class BaseStrategy(bt.Strategy):
             math.isfinite(plan.take_profit) and side.sign * (plan.take_profit - ref) > 0
         ):
             plan.take_profit = None
-        if plan.stop is None and self.spec.risk.stop_loss_required:
-            self._refuse("STOP_LOSS_REQUIRED")
-            return
-        equity = self.broker.getvalue()
-        qty, reason = position_quantity(self.spec.sizing, self.spec.risk, equity=equity, price=ref, stop=plan.stop)
-        reason = reason or check_entry(
-            self.risk, self.books, symbol=book.symbol, sign=side.sign, quantity=qty, price=ref, stop=plan.stop,
-            equity=equity,
-        )
+        qty, reason = self._entry_quantity(book, side, ref, plan.stop, 1.0)
         if reason:
             self._refuse(reason)
             return
@@ -180,94 +226,40 @@ class BaseStrategy(bt.Strategy):
             trade.partial_target, trade.partial_fraction = plan.partial_target, plan.partial_fraction
             trade.partial_reason = plan.partial_reason
         book.trade = trade
+        self._last_entry_bar[book.symbol] = i
         self.decisions.append((book.symbol, i, "entry", f"{side.value}:{tag}"))
         self._send_bracket(book, trade)
 
-    # ----------------------------------------------------------------- orders
-    def _send_bracket(self, book: Book, trade: OpenTrade) -> None:
-        """Send the market entry and its reduce-only exits (live from the fill bar on).
-
-        The exits queue behind the entry, so on the bar the entry fills they are tried
-        against the rest of that bar: stop first (worst case), then the partial target,
-        then the target. Reduce-only means none can open a position if the entry fails.
-        """
-        entry = self.buy if trade.side is Side.LONG else self.sell
-        book.entry_ordered, book.entry_filled = trade.quantity, 0.0
-        book.entry_ref = entry(data=book.data, size=trade.quantity).ref
-        self._place_exits(book, trade, with_partial=True)
-
-    def _place_exits(self, book: Book, trade: OpenTrade, *, with_partial: bool) -> None:
-        d, q = book.data, trade.quantity
-        if trade.is_filled and book.entry_ref is not None:
-            # The entry is partly filled and still working: cover what it may still add
-            # (reduce-only keeps each exit to the position actually held).
-            q += book.entry_ordered - book.entry_filled
-        close_side = self.sell if trade.side is Side.LONG else self.buy
-        stop = None
-        if trade.stop is not None:
-            stop = close_side(data=d, size=q, exectype=bt.Order.Stop, price=trade.stop, reduce_only=True)
-        book.stop_order = stop
-        if with_partial and trade.partial_target is not None and not trade.partial_done:
-            part = self._partial_quantity(trade)
-            if part > 0:
-                book.partial_order = close_side(
-                    data=d, size=part, exectype=bt.Order.Limit, price=trade.partial_target, reduce_only=True
-                )
-        book.tp_order = None
-        if trade.take_profit is not None:
-            book.tp_order = close_side(
-                data=d, size=q, exectype=bt.Order.Limit, price=trade.take_profit, oco=stop, reduce_only=True
-            )
-
-    def _partial_quantity(self, trade: OpenTrade) -> float:
-        qty = trade.quantity * trade.partial_fraction
-        lot = getattr(self.spec.sizing, "lot_size", None)
-        if lot:
-            qty = math.floor(qty / lot + 1e-9) * lot
-        return qty if 0 < qty < trade.quantity else 0.0
-
-    def _cancel_protection(self, book: Book, *, with_partial: bool = False) -> None:
-        # Cancelling one leg cancels its OCO sibling too; clear the references first so
-        # the Canceled notifications are recognised as ours.
-        legs = [book.stop_order, book.tp_order] + ([book.partial_order] if with_partial else [])
-        book.stop_order = book.tp_order = None
-        if with_partial:
-            book.partial_order = None
-        for order in legs:
-            if order is not None and order.alive():
-                self.broker.cancel(order)
-
-    def _replace_protection(self, book: Book, plan: ExitPlan) -> None:
-        trade = book.trade
-        assert trade is not None
-        same_legs = (plan.stop is None) == (book.stop_order is None) and (plan.take_profit is None) == (
-            book.tp_order is None
+    def _entry_quantity(
+        self, book: Book, side: Side, ref: float, stop: float | None, fraction: float
+    ) -> tuple[float, str | None]:
+        """Size an entry or add at `ref` and pass it through the risk checks: (quantity, refusal)."""
+        if stop is None and self.spec.risk.stop_loss_required:
+            return 0.0, "STOP_LOSS_REQUIRED"
+        equity = self.broker.getvalue()
+        sizing = self.spec.sizing
+        qty, reason = position_quantity(sizing, self.spec.risk, equity=equity, price=ref, stop=stop)
+        if reason:
+            return 0.0, reason
+        if fraction != 1.0:
+            qty *= fraction
+            if sizing.lot_size:
+                qty = math.floor(qty / sizing.lot_size + 1e-9) * sizing.lot_size
+            if qty <= 0:
+                return 0.0, "QUANTITY_BELOW_LOT"
+        reason = check_entry(
+            self.risk, self.books, symbol=book.symbol, sign=side.sign, quantity=qty, price=ref, stop=stop,
+            equity=equity,
         )
-        amended = same_legs and self._can_amend
-        if amended:
-            # Amend in place (no new orders, links kept) when the broker supports it.
-            for order, price in ((book.stop_order, plan.stop), (book.tp_order, plan.take_profit)):
-                if order is not None and order.created.price != price and not self.broker.modify(order, price=price):
-                    amended = False
-        trade.stop, trade.stop_reason = plan.stop, plan.stop_reason
-        trade.take_profit, trade.take_profit_reason = plan.take_profit, plan.take_profit_reason
-        if not amended:
-            # Re-send every leg so the queue keeps its order: stop, partial target, target.
-            self._cancel_protection(book, with_partial=True)
-            self._place_exits(book, trade, with_partial=True)
+        return qty, reason
 
-    def _exit_at_market(self, book: Book, reason: str) -> None:
-        trade = book.trade
-        assert trade is not None
-        self._cancel_protection(book, with_partial=True)
-        self._cancel_entry_rest(book)
-        close_side = self.sell if trade.side is Side.LONG else self.buy
-        book.exit_ref = close_side(data=book.data, size=trade.quantity, reduce_only=True).ref
-        book.exit_reason = reason
-
+    # ----------------------------------------------------------------- fills
     def notify_order(self, order: bt.Order) -> None:
         book = self._book_of.get(id(order.data))
-        if book is None or order.status in (order.Submitted, order.Accepted):
+        if book is None:
+            return
+        fill = self._venue.on_notification(order, self._bar_now())  # the OrderManager first
+        if order.status in (order.Submitted, order.Accepted):
             return
         if book.clock.lencount > book.prepared:
             # Streamed bars: fills come before next() on the new bar, which is not prepared yet.
@@ -276,85 +268,76 @@ class BaseStrategy(bt.Strategy):
         stop_ref = book.stop_order.ref if book.stop_order is not None else None
         tp_ref = book.tp_order.ref if book.tp_order is not None else None
         partial_ref = book.partial_order.ref if book.partial_order is not None else None
+        leg = self._leg(order)
         if order.status in (order.Completed, order.Partial):
             # Partial: part of the order filled on this bar (fill model: volume cap or a
             # random partial fill); the rest keeps working.
             done = order.status == order.Completed
-            if ref == book.entry_ref:
-                self._on_entry_fill(book, order, done)
+            if fill is None:
+                return
+            if leg in ("entry", "add"):
+                if book.trade is not None:
+                    self._on_entry_fill(book, order, done, fill)
+                else:
+                    self._on_orphan_fill(book, order, fill)
             elif ref == partial_ref:
-                self._on_partial_fill(book, order, done)
+                self._on_partial_fill(book, done, fill)
             elif ref == stop_ref:
-                self._on_exit_fill(book, order, book.trade.stop_reason if book.trade else "stop_loss", done)
+                self._on_exit_fill(book, book.trade.stop_reason if book.trade else "stop_loss", done, fill)
             elif ref == tp_ref:
-                self._on_exit_fill(book, order, book.trade.take_profit_reason if book.trade else "take_profit", done)
+                self._on_exit_fill(book, book.trade.take_profit_reason if book.trade else "take_profit", done, fill)
             elif ref == book.exit_ref:
-                self._on_exit_fill(book, order, book.exit_reason or "exit", done)
+                self._on_exit_fill(book, book.exit_reason or "exit", done, fill)
             return
         # Canceled / Margin / Rejected / Expired
         if ref == book.entry_ref:
             book.entry_ref = None
+            status = order.getstatusname().upper()
             if book.trade is not None and book.trade.is_filled:
-                # The rest of a partly filled entry will not fill: the trade is what did.
-                self._refuse("ENTRY_REST_" + order.getstatusname().upper())
+                # The rest of a partly filled entry (or an add) will not fill: the trade is what did.
+                self._refuse(("ADD_" if leg == "add" else "ENTRY_REST_") + status)
                 book.resize_exits = True
                 return
-            self._refuse("ENTRY_" + order.getstatusname().upper())
-            self._cancel_protection(book, with_partial=True)
+            self._refuse("ENTRY_" + status)
+            self._cancel_protection(book, with_partial=True, reason="ENTRY_" + status)
             book.trade = None
         elif ref in (stop_ref, tp_ref, partial_ref, book.exit_ref) and order.status != order.Canceled:
             self._refuse("EXIT_" + order.getstatusname().upper())
 
-    def _on_entry_fill(self, book: Book, order: bt.Order, done: bool = True) -> None:
-        """Open the trade on the entry's first fill; later fills of it add to the trade."""
+    def _on_entry_fill(self, book: Book, order: bt.Order, done: bool, fill: Fill) -> None:
+        """Open the trade on the entry's first fill; later fills of it, and adds, add to the trade."""
         trade = book.trade
         assert trade is not None
-        total = abs(order.executed.size)
-        qty = total - book.entry_filled
-        if qty > 0:
-            price, fee = self._new_fill(order, first=book.entry_filled == 0)
-            if trade.entry_price is None:
-                trade.entry_index = book.clock.lencount - 1
-                trade.entry_price = price
-                trade.quantity = qty
-                trade.best_price = trade.worst_price = price
-                book.entry_fee = fee
-            else:
-                # Average entry price of what is held, as the broker's position keeps it.
-                held, prev = trade.quantity, trade.entry_price
-                trade.entry_price = (prev * held + price * qty) / (held + qty)
-                trade.quantity = held + qty
-                book.entry_fee += fee
-            book.entry_filled = total
-        if done:
-            book.entry_ref = None
+        if trade.entry_price is None:
+            trade.entry_index = book.clock.lencount - 1
+            trade.entry_price = fill.price
+            trade.quantity = fill.quantity
+            trade.best_price = trade.worst_price = fill.price
+            book.entry_fee = fill.fee
+        else:
+            # Average entry price of what is held, as the broker's position keeps it.
+            held, prev = trade.quantity, trade.entry_price
+            trade.entry_price = (prev * held + fill.price * fill.quantity) / (held + fill.quantity)
+            trade.quantity = held + fill.quantity
+            book.entry_fee += fill.fee
+        if order.ref == book.entry_ref:
+            book.entry_filled += fill.quantity
+            if done:
+                book.entry_ref = None
+        if trade.partial_target is not None and not trade.partial_done and self._is_add(order):
+            book.resize_exits = True  # the partial target is a fraction of what is held
 
-    @staticmethod
-    def _new_fill(order: bt.Order, *, first: bool) -> tuple[float, float]:
-        """Return (average price, commission) of the fills this notification reports."""
-        ex = order.executed
-        if first:
-            return ex.price, ex.comm
-        bits = list(ex.iterpending())
-        qty = sum(abs(b.size) for b in bits)
-        return sum(abs(b.size) * b.price for b in bits) / qty, sum(b.comm for b in bits)
+    def _leg(self, order: bt.Order) -> str | None:
+        """Return the order's leg (`entry`, `add`, `sl`, `ptp`, `tp`, `exit`), None if not ours."""
+        rec = self._venue.order_of(order)
+        return rec.tag if rec is not None else None
 
-    def _exit_part(self, book: Book, order: bt.Order) -> tuple[float, float, float]:
-        """Return (quantity, price, commission) of the exit order's fills not yet recorded."""
-        seen = book.exit_seen.get(order.ref, 0.0)
-        total = abs(order.executed.size)
-        price, fee = self._new_fill(order, first=seen == 0)
-        book.exit_seen[order.ref] = total
-        return total - seen, price, fee
+    def _is_add(self, order: bt.Order) -> bool:
+        return self._leg(order) == "add"
 
-    def _cancel_entry_rest(self, book: Book) -> None:
-        """Cancel what is left of a partly filled entry: the trade is being closed."""
-        if book.entry_ref is None:
-            return
-        ref, book.entry_ref = book.entry_ref, None  # its Canceled notice is then not a refusal
-        for order in self.broker.get_orders_open():
-            if order.ref == ref:
-                self.broker.cancel(order)
+    def _flat(self, book: Book) -> bool:
+        """Return whether the symbol's position is closed (the PositionManager has the fill already)."""
+        return self.position_manager.position(book.symbol).quantity == 0
 
     def _record_leg(self, book: Book, qty: float, price: float, fee: float, reason: str) -> None:
         """Record `qty` closed at `price` as its own trade leg, with its share of the entry fee."""
@@ -365,13 +348,15 @@ class BaseStrategy(bt.Strategy):
         book.entry_fee -= fee_share
         trade.quantity -= qty
 
-    def _on_partial_fill(self, book: Book, order: bt.Order, done: bool = True) -> None:
+    def _on_partial_fill(self, book: Book, done: bool, fill: Fill) -> None:
         """Record the closed part as its own trade leg; re-size the remaining exits."""
         trade = book.trade
         assert trade is not None and trade.entry_price is not None
+        if self._flat(book):  # other exits of the bar closed the rest before it
+            self._on_exit_fill(book, trade.partial_reason, done, fill)
+            return
         self._cancel_entry_rest(book)
-        qty, price, fee = self._exit_part(book, order)
-        self._record_leg(book, qty, price, fee, trade.partial_reason)
+        self._record_leg(book, fill.quantity, fill.price, fill.fee, trade.partial_reason)
         if not done:
             return  # the rest of the partial target keeps working; stop and target still cover all
         book.partial_order = None
@@ -380,19 +365,19 @@ class BaseStrategy(bt.Strategy):
         # known (the target may have filled right after the partial, on the same bar).
         book.resize_exits = True
 
-    def _on_exit_fill(self, book: Book, order: bt.Order, reason: str, done: bool = True) -> None:
+    def _on_exit_fill(self, book: Book, reason: str, done: bool, fill: Fill) -> None:
         trade = book.trade
         assert trade is not None and trade.entry_price is not None
         self._cancel_entry_rest(book)
-        qty, price, fee = self._exit_part(book, order)
-        if done and qty >= trade.quantity * (1 - 1e-9):
-            # The sibling of a filled stop/target is cancelled by OCO; make sure no leg survives.
-            self._cancel_protection(book, with_partial=True)
-            self._record(book, book.clock.lencount - 1, price, fee, reason)
+        if self._flat(book):
+            # The position is closed (this fill, maybe with others of the bar). The sibling of
+            # a filled stop/target is cancelled by OCO; make sure no leg survives.
+            self._cancel_protection(book, with_partial=True, reason="POSITION_CLOSED")
+            self._record(book, book.clock.lencount - 1, fill.price, fill.fee, reason)
             return
         # Part of the position closed (volume cap or partial fill): a leg of its own; the
         # exits are sent again for what is left at this bar's close.
-        self._record_leg(book, qty, price, fee, reason)
+        self._record_leg(book, fill.quantity, fill.price, fill.fee, reason)
         book.resize_exits = True
 
     def _close_at_end(self, book: Book) -> None:
@@ -467,13 +452,14 @@ class BaseStrategy(bt.Strategy):
         book.exit_ref = book.exit_reason = None
         book.stop_order = book.tp_order = book.partial_order = None
         book.resize_exits = False
-        book.exit_seen.clear()
         book.last_exit = i
+        self._trade_id.pop(book.symbol, None)
 
     def _bar_now(self) -> datetime:
         """Return the current bar's time (the risk controller's clock)."""
         clock = self._clock
-        return bar_datetime(clock.array[clock.idx]) if len(clock.array) else datetime.now(timezone.utc)
+        return bar_datetime(clock.array[clock.idx]) if len(clock.array) else datetime.now(UTC)
 
     def _refuse(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
+

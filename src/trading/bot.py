@@ -4,7 +4,8 @@ Every mode assembles the same Cerebro (`engine.build_cerebro`): the composed Bas
 and the SimBroker with the configured fill model. Only the feed changes: historical bars
 preloaded (backtest) or bars streamed one by one by `ReplayProducer` (paper replay).
 Cerebro runs in a worker thread; the asyncio loop keeps the producer, `stop()` and
-`emergency_stop()` responsive. Live feeds and brokers come with the live issue.
+`emergency_stop()` responsive. The bot's OrderManager and PositionManager hold every order
+and position and publish their events. Live feeds and brokers come with the live issue.
 """
 
 from __future__ import annotations
@@ -23,16 +24,17 @@ from typing import Any, Literal
 import pandas as pd
 
 from strategy.base import BaseStrategy
-from strategy.book import Book
-from strategy.mixins.base import Side
+from strategy.mixins.base import OpenTrade
+from strategy.risk_gate import bar_datetime
 from trading.bus import EventBus
 from trading.config import BotConfig, DataSection
 from trading.data.replay import ReplayFeed, ReplayProducer
 from trading.engine import build_cerebro, collect_result, load_bars
-from trading.events import BotStarted, BotStopped, Event, TradeClosed, TradeOpened
+from trading.events import BotStarted, BotStopped, Event
 from trading.exceptions import ATFError
-from trading.order_events import OrderEventPublisher
-from trading.positions import PositionSide
+from trading.order_manager import OrderManager
+from trading.orders import Order, OrderStatus
+from trading.positions import Position, PositionManager
 from trading.results import BacktestResult
 
 Mode = Literal["backtest", "paper", "live"]
@@ -87,16 +89,8 @@ class _Control:
             self.bus.publish(event)  # never blocks: consumers run on their own queues
 
 
-def _dec(x: float) -> Decimal:
-    return Decimal(repr(float(x)))
-
-
-def _bar_time(book: Book, i: int) -> datetime:
-    return pd.Timestamp(book.times[i], tz="UTC").to_pydatetime()
-
-
 class BotStrategy(BaseStrategy):
-    """BaseStrategy plus the bot's controls: stop, emergency stop, events, state snapshot."""
+    """BaseStrategy plus the bot's controls: stop, emergency stop, state snapshot."""
 
     params = (("control", None),)  # type: ignore[assignment]  # backtrader merges it with the base's
 
@@ -112,20 +106,8 @@ class BotStrategy(BaseStrategy):
         if ctl.stop_requested.is_set():
             self.env.runstop()  # cerebro ends after this bar; stop() runs next
 
-    def start(self) -> None:
-        super().start()
-        ctl: _Control = self.p.control
-        self._order_events = OrderEventPublisher(ctl.bot, ctl.publish) if ctl.bus is not None else None
-        self._book_names = {b.symbol for b in self.books}
-
-    def notify_order(self, order: Any) -> None:
-        super().notify_order(order)
-        if self._order_events is not None and order.data._name in self._book_names:
-            self._order_events.on_order(order, self._bar_now())
-
-    def _maybe_enter(self, book: Book, i: int) -> None:
-        if not self.p.control.halted:
-            super()._maybe_enter(book, i)
+    def _may_enter(self) -> bool:
+        return not self.p.control.halted
 
     def _flatten(self) -> None:
         """Cancel every working order and close every position at the next open."""
@@ -134,71 +116,65 @@ class BotStrategy(BaseStrategy):
             if trade is None:
                 continue
             if not trade.is_filled:
-                self._cancel_protection(book, with_partial=True)
-                self._cancel_entry_rest(book)
+                self._cancel_protection(book, with_partial=True, reason=EMERGENCY_STOP.upper())
+                self._cancel_entry_rest(book, EMERGENCY_STOP.upper())
                 book.trade = None
             elif book.exit_ref is None:
                 self.decisions.append((book.symbol, book.clock.lencount - 1, "exit", EMERGENCY_STOP))
                 self._exit_at_market(book, EMERGENCY_STOP)
 
-    def _on_entry_fill(self, book: Book, order: Any, done: bool = True) -> None:
-        opened = book.trade is not None and not book.trade.is_filled
-        super()._on_entry_fill(book, order, done)
-        trade = book.trade
-        if opened and trade is not None and trade.is_filled:
-            i = book.clock.lencount - 1
-            self.p.control.publish(TradeOpened(
-                ts=_bar_time(book, i), trade_id=f"{book.symbol}-{i}", symbol=book.symbol,
-                side=PositionSide.LONG if trade.side is Side.LONG else PositionSide.SHORT,
-                quantity=_dec(trade.quantity), entry_price=_dec(trade.entry_price or 0.0),
-            ))
-
-    def _record(self, book: Book, i: int, price: float, exit_fee: float, reason: str, **kw: Any) -> None:
-        trade = book.trade
-        entry_index = trade.entry_index if trade is not None else i
-        super()._record(book, i, price, exit_fee, reason, **kw)
-        rec = self.trade_records[-1]
-        self.p.control.publish(TradeClosed(
-            ts=_bar_time(book, i), trade_id=f"{book.symbol}-{entry_index}", symbol=rec.symbol,
-            side=PositionSide(rec.side), quantity=_dec(rec.quantity), entry_price=_dec(rec.entry_price),
-            exit_price=_dec(rec.exit_price), realised_pnl=_dec(rec.gross_pnl), fees=_dec(rec.fees),
-        ))
-
     def stop(self) -> None:
         ctl: _Control = self.p.control
+        self._drain_notifications()
+        om = self.order_manager
         cancelled = 0
         if ctl.cancel_on_stop:
-            working = self.broker.get_orders_open()
+            working = [o for o in om.open_orders() if o.status is not OrderStatus.PENDING_CANCEL]
             for order in working:
-                if order.alive():  # cancelling one leg of an OCO pair cancels the other
-                    self.broker.cancel(order)
-            cancelled = len(working) - len(self.broker.get_orders_open())
+                held = self._venue.backtrader_order(order.client_order_id)
+                if held is not None:
+                    self._venue.cancel(held, "STOP")
+            self._drain_notifications()
+            cancelled = sum(om.get(o.client_order_id).status is OrderStatus.CANCELLED for o in working)
         ctl.state = {**self._snapshot(), "cancelled_on_stop": cancelled}
         super().stop()  # marks what is still open to the last close (end_of_data) in the result
 
     def _snapshot(self) -> dict[str, Any]:
-        """Return open positions, working orders and the last bar time of every symbol."""
-        positions, last = [], {}
+        """Return open positions and working orders (from the PositionManager and OrderManager)."""
+        last = {}
         for book in self.books:
             n = book.clock.lencount
-            if n > book.prepared:
-                book.prepare(n)
             if n:
-                last[book.symbol] = _bar_time(book, n - 1).isoformat()
-            t = book.trade
-            if t is not None and t.is_filled and t.entry_index is not None:
-                positions.append({
-                    "symbol": book.symbol, "side": t.side.value, "quantity": t.quantity,
-                    "entry_price": t.entry_price, "entry_time": _bar_time(book, t.entry_index).isoformat(),
-                    "stop": t.stop, "take_profit": t.take_profit, "entry_tag": t.entry_tag,
-                })
-        kinds = {0: "market", 1: "close", 2: "limit", 3: "stop", 4: "stop_limit"}
-        orders = [
-            {"symbol": o.data._name, "side": "buy" if o.isbuy() else "sell", "type": kinds.get(o.exectype, str(o.exectype)),
-             "quantity": abs(o.created.size) - abs(o.executed.size), "price": o.created.price}
-            for o in self.broker.get_orders_open()
-        ]
+                last[book.symbol] = bar_datetime(book.clock.array[n - 1]).isoformat()
+        books = {b.symbol: b for b in self.books}
+        positions = [_position_state(p, books[p.symbol].trade) for p in self.position_manager.open_positions()]
+        orders = [_order_state(o) for o in self.order_manager.open_orders()]
         return {"last_bar_time": last, "positions": positions, "open_orders": orders}
+
+
+def _num(x: Decimal | None) -> float | None:
+    return None if x is None else float(x)
+
+
+def _position_state(pos: Position, trade: OpenTrade | None) -> dict[str, Any]:
+    """Describe an open position for state.json; the strategy adds its levels and entry tag."""
+    return {
+        "symbol": pos.symbol, "side": pos.side.value, "quantity": float(abs(pos.quantity)),
+        "entry_price": _num(pos.avg_entry_price), "entry_time": pos.opened_ts.isoformat() if pos.opened_ts else None,
+        "trade_id": pos.trade_id, "entries": pos.entries, "realised_pnl": float(pos.realised_pnl),
+        "fees": float(pos.fees), "stop": trade.stop if trade else None,
+        "take_profit": trade.take_profit if trade else None, "entry_tag": trade.entry_tag if trade else None,
+    }
+
+
+def _order_state(order: Order) -> dict[str, Any]:
+    return {
+        "client_order_id": str(order.client_order_id), "symbol": order.symbol, "side": order.side.value,
+        "type": order.order_type.value, "status": order.status.value, "quantity": float(order.quantity),
+        "filled": float(order.filled_qty), "price": _num(order.price), "stop_price": _num(order.stop_price),
+        "tag": order.tag, "parent_id": str(order.parent_id) if order.parent_id else None,
+        "oco_id": str(order.oco_id) if order.oco_id else None,
+    }
 
 
 class BaseTradingBot:
@@ -207,6 +183,11 @@ class BaseTradingBot:
     `frames` gives the bars (symbol -> OHLCV frame) instead of the configured data; in paper
     mode `replay` names the CSV to stream (one file, or symbol -> file). `speed` is the
     replay pace (N× real time; None or "max": as fast as the strategy takes them).
+
+    `order_manager` and `position_manager` are the bot's record of every order and position
+    (docs/trading-core.md): the strategy registers each order it sends, the broker's
+    notifications become their facts, they publish the order and trade events on `bus`,
+    and the state saved at stop is read from them.
     """
 
     def __init__(
@@ -235,6 +216,9 @@ class BaseTradingBot:
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.confirm_live = confirm_live
         self._control = _Control(bot=config.bot.name, bus=bus, cancel_on_stop=cancel_on_stop)
+        # The bot's record of orders and positions; the strategy feeds them in every mode.
+        self.order_manager = OrderManager(bus)
+        self.position_manager = PositionManager(bus)  # fed by the order manager's fills
         self._pacing = {k: v for k, v in (("clock", clock), ("sleep", sleep)) if v is not None}
         self._producer: ReplayProducer | None = None
         self._feeds: dict[str, ReplayFeed] = {}
@@ -331,7 +315,9 @@ class BaseTradingBot:
 
     def _strategy_cls(self) -> type[BotStrategy]:
         # build_cerebro passes only the engine's parameters: bind this bot's control here.
-        return type("BotStrategy", (BotStrategy,), {"params": (("control", self._control), ("bus", self.bus))})
+        params = (("control", self._control), ("bus", self.bus), ("orders", self.order_manager),
+                  ("positions", self.position_manager), ("bot_name", self.config.bot.name))
+        return type("BotStrategy", (BotStrategy,), {"params": params})
 
     def _load_frames(self) -> dict[str, pd.DataFrame]:
         cfg, replay = self.config, self.replay

@@ -91,6 +91,31 @@ class SizingConfig(StrictModel):
         return self
 
 
+class ScaleInConfig(StrictModel):
+    """Add to an open position when the entry rule fires again in its direction (pyramiding).
+
+    Each add is sized by the sizing rule at its signal (times `size_fraction`), passes every risk
+    check against the position it adds to, and the protective stop and target are resized to
+    the whole position.
+    """
+
+    max_entries: int = Field(description="Most entries per position, the first included (2 or more).")
+    size_fraction: float = Field(
+        1.0, gt=0, le=1, description="Each add's quantity as a fraction of what the sizing rule gives at its signal."
+    )
+    min_bars_between: int = Field(1, ge=1, description="Bars from one entry signal to the next add.")
+
+    @field_validator("max_entries")
+    @classmethod
+    def _at_least_two(cls, v: int) -> int:
+        if v < 2:
+            raise ValueError(
+                f"max_entries must be at least 2 (the first entry counts), got {v}; "
+                "leave scale_in out for one entry per position"
+            )
+        return v
+
+
 class StrategySection(StrictModel):
     name: str = Field(description="Strategy name (free text).")
     direction: Literal["long", "short", "both"] = "long"
@@ -101,6 +126,9 @@ class StrategySection(StrictModel):
         None, gt=0, le=1, description="Shorthand for sizing: {method: percent_equity, percent: X}."
     )
     sizing: SizingConfig | None = None
+    scale_in: ScaleInConfig | None = Field(
+        None, description="Let a repeated entry signal add to the open position; null: one entry per position."
+    )
 
     @model_validator(mode="after")
     def _one_sizing(self) -> StrategySection:

@@ -223,9 +223,14 @@ def test_stop_with_a_position_open_keeps_or_cancels_its_orders_as_configured(csv
         assert state["open_orders"] == [] and state["cancelled_on_stop"] == 2
     else:
         assert state["cancelled_on_stop"] == 0
-        assert sorted((o["type"], o["price"]) for o in state["open_orders"]) == sorted(
-            [("stop", position["stop"]), ("limit", position["take_profit"])]
-        )
+        # From the OrderManager: a stop's trigger is its stop_price, a limit's its price; both
+        # legs protect the whole position, belong to its entry and cancel each other.
+        sl, tp = sorted(state["open_orders"], key=lambda o: o["type"] != "stop")
+        assert (sl["type"], sl["stop_price"], tp["type"], tp["price"]) == (
+            "stop", position["stop"], "limit", position["take_profit"])
+        assert sl["quantity"] == tp["quantity"] == position["quantity"]
+        assert sl["parent_id"] == tp["parent_id"] == position["trade_id"]
+        assert (sl["oco_id"], tp["oco_id"]) == (tp["client_order_id"], sl["client_order_id"])
 
 
 def test_emergency_stop_cancels_orders_and_flattens_with_reason_emergency_stop(csvs, tmp_path: Path) -> None:
@@ -259,14 +264,19 @@ def test_bot_publishes_started_trades_and_stopped_and_backtest_mode_is_the_backt
     bus = EventBus()
     seen: list[Event] = []
     bus.subscribe(seen.append, BotStarted, BotStopped, TradeOpened, TradeClosed, inline=True, name="all")
-    result = asyncio.run(BaseTradingBot(cfg, frames=frames, bus=bus).start_trading())
+    bot = BaseTradingBot(cfg, frames=frames, bus=bus)
+    result = asyncio.run(bot.start_trading())
     assert trade_rows(result) == trade_rows(run_backtest(cfg, frames))
     assert isinstance(seen[0], BotStarted) and seen[0].mode == "backtest"
     assert isinstance(seen[-1], BotStopped) and seen[-1].reason == "end_of_data"
+    # Trade events come from the bot's PositionManager: one TradeClosed per position closed by
+    # a fill (this config closes each in one leg); a position marked at the last close
+    # (end_of_data) is still open, so it has a TradeOpened and no TradeClosed.
     closed = [e for e in seen if isinstance(e, TradeClosed)]
     assert [float(e.exit_price) for e in closed] == [t.exit_price for t in sorted(
-        result.trades, key=lambda t: (t.exit_time, t.entry_time))]
-    assert sum(isinstance(e, TradeOpened) for e in seen) == len(closed)
+        result.trades, key=lambda t: (t.exit_time, t.entry_time)) if t.exit_reason != "end_of_data"]
+    still_open = len(bot.position_manager.open_positions())
+    assert sum(isinstance(e, TradeOpened) for e in seen) == len(closed) + still_open
 
 
 def test_live_refuses_unless_the_config_says_live_and_the_user_confirms() -> None:
