@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from trading.cli_audit import orders, trades
 from trading.cli_bot import live, paper
 from trading.cli_ledger import ledger_app
 from trading.cli_models import models_app
@@ -35,6 +36,8 @@ app.command("paper")(paper)
 app.command("live")(live)
 app.command("optimize")(optimize)
 app.command("status")(status)
+app.command("orders")(orders)
+app.command("trades")(trades)
 
 console = Console()
 err = Console(stderr=True)

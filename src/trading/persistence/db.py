@@ -21,7 +21,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy import create_engine, event, inspect
+from sqlalchemy import create_engine, event, inspect, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.engine.url import URL
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
@@ -44,6 +44,8 @@ SQLITE_BUSY_TIMEOUT = 30.0
 _PACKAGE_DIR = Path(__file__).resolve().parent
 MIGRATIONS_DIR = _PACKAGE_DIR / "migrations"
 ALEMBIC_INI = _PACKAGE_DIR / "alembic.ini"
+#: Key of the PostgreSQL advisory lock held while migrating (any constant unique to atf).
+_PG_LOCK = 0x61746664_62  # "atfdb"
 
 
 def default_db_url() -> str:
@@ -187,6 +189,7 @@ def head_revision() -> str:
 def migration_connection(engine: Engine) -> Iterator[Connection]:
     """Yield a connection inside one transaction for running migrations.
 
+    On PostgreSQL, a transaction-level advisory lock serialises concurrent migrations.
     On SQLite, foreign keys are switched off for the duration (so batch table rebuilds
     cannot cascade-delete child rows) and verified with ``PRAGMA foreign_key_check``
     before commit; any violation rolls the whole migration back.
@@ -197,6 +200,10 @@ def migration_connection(engine: Engine) -> Iterator[Connection]:
             _raw_pragma(conn, "PRAGMA foreign_keys=OFF")
         try:
             with conn.begin():
+                if conn.dialect.name == "postgresql":
+                    # BEGIN IMMEDIATE's counterpart: migrations of one database queue up here,
+                    # and Alembic then reads the revision the previous one committed.
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK})
                 yield conn
                 if is_sqlite:
                     bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()

@@ -1,42 +1,80 @@
 """ORM models of the atf database (schema changes go through Alembic migrations only).
 
-Money and quantities are `Decimal`: NUMERIC(28, 10) on PostgreSQL, and on SQLite a
-canonical decimal string (SQLite's NUMERIC affinity would silently store a 15-digit
-float). Timestamps are tz-aware UTC on the way in and on the way out.
+Column types live in `columns`: money and quantities are `Money` (exact Decimal), times are
+`UTCDateTime` (tz-aware UTC). Value lists (statuses, sides, kinds) are CHECK constraints;
+the tuples below are their single source in Python, and the migrations spell them out.
 """
 
 from __future__ import annotations
 
-import math
-import numbers
-from datetime import datetime, timezone
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
-from typing import Any
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     CheckConstraint,
-    DateTime,
-    Dialect,
     Float,
     ForeignKey,
     Index,
     Integer,
     MetaData,
-    Numeric,
     String,
+    Table,
+    UniqueConstraint,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
-from sqlalchemy.types import TypeDecorator, TypeEngine
 
-MONEY_PRECISION = 28
-MONEY_SCALE = 10
-_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
-_MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
+from trading.persistence.columns import (
+    MONEY_PRECISION,
+    MONEY_SCALE,
+    BigIntPK,
+    JSONDoc,
+    Money,
+    UTCDateTime,
+    finite_or_none,
+    to_decimal,
+)
+
+__all__ = [
+    "MONEY_PRECISION",
+    "MONEY_SCALE",
+    "BacktestRun",
+    "Base",
+    "BotInstance",
+    "EquitySnapshot",
+    "FillRecord",
+    "Money",
+    "OrderEventRecord",
+    "OrderRecord",
+    "PositionRecord",
+    "RiskEventRecord",
+    "Trade",
+    "UTCDateTime",
+    "finite_or_none",
+    "to_decimal",
+]
 
 TRADE_TYPES = ("backtest", "paper", "live")
+TRADE_STATUSES = ("open", "closed")
+BOT_MODES = TRADE_TYPES
+BOT_STATUSES = ("running", "stopped")
+ORDER_SIDES = ("buy", "sell")
+ORDER_TYPES = ("market", "limit", "stop", "stop_limit", "trailing_stop")
+ORDER_STATUSES = (
+    "new",
+    "accepted",
+    "partially_filled",
+    "pending_cancel",
+    "filled",
+    "cancelled",
+    "rejected",
+    "expired",
+)
+ORDER_ROLES = ("entry", "exit", "stop_loss", "take_profit")
+#: `order_events.kind`: the order's role for its lifecycle events, else what happened to it.
+EVENT_KINDS = (*ORDER_ROLES, "cancel", "modify", "failed", "reconciliation")
+POSITION_SIDES = ("flat", "long", "short")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -47,104 +85,24 @@ NAMING_CONVENTION = {
 }
 
 
-def to_decimal(value: Any) -> Decimal:
-    """Convert a number to a Decimal rounded to the money scale; floats go through repr()."""
-    kind = type(value)
-    if kind is float:  # fast path: this runs for every money field of every trade
-        d = Decimal(repr(value))  # shortest repr: 0.3 -> Decimal('0.3'), not 0.2999...
-    elif kind is Decimal:
-        d = value
-    elif kind is int:
-        d = Decimal(value)
-    elif isinstance(value, Decimal):
-        d = value
-    elif isinstance(value, bool):
-        raise TypeError("a bool is not a money amount")
-    elif isinstance(value, numbers.Integral):
-        d = Decimal(int(value))
-    elif isinstance(value, numbers.Real):
-        d = Decimal(repr(float(value)))  # numpy floats: repr(np.float64) is not a number
-    elif isinstance(value, str):
-        try:
-            d = Decimal(value.strip())
-        except InvalidOperation as exc:
-            raise ValueError(f"not a decimal number: {value!r}") from exc
-    else:
-        raise TypeError(f"cannot store {type(value).__name__} as a money amount")
-    if not d.is_finite():
-        raise ValueError(f"money amounts must be finite, got {value!r}")
-    if abs(d) >= _MONEY_LIMIT:
-        raise ValueError(f"{value!r} does not fit NUMERIC({MONEY_PRECISION}, {MONEY_SCALE})")
-    return d.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
+def table(model: type[Base]) -> Table:
+    """Return the Core `Table` of a model (typed: `Model.__table__` is a FromClause to mypy)."""
+    return cast(Table, model.__table__)
 
 
-class Money(TypeDecorator[Decimal]):
-    """Exact decimal: NUMERIC(28, 10), stored as decimal text on SQLite."""
-
-    impl = Numeric(MONEY_PRECISION, MONEY_SCALE, asdecimal=True)
-    cache_ok = True
-
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
-        if dialect.name == "sqlite":
-            return dialect.type_descriptor(String(40))
-        return dialect.type_descriptor(Numeric(MONEY_PRECISION, MONEY_SCALE, asdecimal=True))
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        d = to_decimal(value)
-        return format(d, "f") if dialect.name == "sqlite" else d
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
-        if value is None:
-            return None
-        return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
-class UTCDateTime(TypeDecorator[datetime]):
-    """Timestamp that only accepts tz-aware datetimes and always returns UTC."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if hasattr(value, "to_pydatetime"):  # pandas.Timestamp
-            value = value.to_pydatetime()
-        if not isinstance(value, datetime):
-            raise TypeError(f"expected a datetime, got {type(value).__name__}")
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value.isoformat()} rejected: attach a timezone")
-        value = value.astimezone(timezone.utc)
-        # SQLite has no timezone storage: keep the UTC wall time.
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
-
-
-def finite_or_none(value: Any) -> float | None:
-    """Return `value` as a float, or None for None/NaN/inf."""
-    if value is None:
-        return None
-    f = float(value)
-    return f if math.isfinite(f) else None
-
-
-#: Integer on SQLite (needed for its rowid alias), BIGINT elsewhere.
-BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
-JSONDoc = JSON().with_variant(JSONB(), "postgresql")
+def one_of(column: str, values: tuple[str, ...]) -> str:
+    """Return the SQL of a CHECK that `column` is one of `values`."""
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
 
 class Base(DeclarativeBase):
     """Declarative base with a constraint naming convention (batch migrations need names)."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _bot_fk() -> Any:
+    return ForeignKey("bot_instances.id")
 
 
 class BacktestRun(Base):
@@ -178,12 +136,24 @@ class BacktestRun(Base):
 
 
 class Trade(Base):
-    """A closed trade; `run_id` is set for backtests and NULL for paper/live trades."""
+    """A round trip: a backtest trade (`run_id` set) or a paper/live trade (`bot_instance_id` set).
+
+    Paper and live trades are inserted `open` when the position opens and closed in place;
+    backtest trades are always `closed`. A closed trade has its exit time, exit price and pnl.
+    """
 
     __tablename__ = "trades"
     __table_args__ = (
-        CheckConstraint("trade_type IN ('backtest', 'paper', 'live')", name="trade_type"),
+        CheckConstraint(one_of("trade_type", TRADE_TYPES), name="trade_type"),
+        CheckConstraint(one_of("status", TRADE_STATUSES), name="status"),
+        CheckConstraint(
+            "status = 'open' OR (exit_time IS NOT NULL AND exit_price IS NOT NULL "
+            "AND gross_pnl IS NOT NULL AND pnl IS NOT NULL)",
+            name="closed_has_exit",
+        ),
+        UniqueConstraint("bot_instance_id", "trade_key"),
         Index("ix_trades_symbol_exit_time", "symbol", "exit_time"),
+        Index("ix_trades_bot_name_entry_time", "bot_name", "entry_time"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
@@ -196,19 +166,221 @@ class Trade(Base):
     symbol: Mapped[str] = mapped_column(String)
     side: Mapped[str] = mapped_column(String)
     entry_time: Mapped[datetime] = mapped_column(UTCDateTime)
-    exit_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    exit_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
     entry_price: Mapped[Decimal] = mapped_column(Money)
-    exit_price: Mapped[Decimal] = mapped_column(Money)
+    exit_price: Mapped[Decimal | None] = mapped_column(Money)
     quantity: Mapped[Decimal] = mapped_column(Money)
-    gross_pnl: Mapped[Decimal] = mapped_column(Money)
+    gross_pnl: Mapped[Decimal | None] = mapped_column(Money)
     fees: Mapped[Decimal] = mapped_column(Money)
-    pnl: Mapped[Decimal] = mapped_column(Money)
+    pnl: Mapped[Decimal | None] = mapped_column(Money)
     pnl_pct: Mapped[float | None] = mapped_column(Float)
     exit_reason: Mapped[str | None] = mapped_column(String)
     entry_tag: Mapped[str | None] = mapped_column(String)
-    strategy: Mapped[str | None] = mapped_column(String)
+    strategy: Mapped[str | None] = mapped_column(String, index=True)
     bars_held: Mapped[int | None] = mapped_column(Integer)
     mae_pct: Mapped[float | None] = mapped_column(Float)
     mfe_pct: Mapped[float | None] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(8), server_default="closed")
+    bot_instance_id: Mapped[int | None] = mapped_column(BigIntPK, _bot_fk(), index=True)
+    trade_key: Mapped[str | None] = mapped_column(String(64))
 
     run: Mapped[BacktestRun | None] = relationship(back_populates="trades")
+
+
+class BotInstance(Base):
+    """One run of a paper or live bot; a restart that resumes keeps the row (and its records)."""
+
+    __tablename__ = "bot_instances"
+    __table_args__ = (
+        CheckConstraint(one_of("mode", BOT_MODES), name="mode"),
+        CheckConstraint(one_of("status", BOT_STATUSES), name="status"),
+        Index("ix_bot_instances_name_mode", "name", "mode"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    mode: Mapped[str] = mapped_column(String(16))
+    exchange: Mapped[str | None] = mapped_column(String(64))
+    strategy: Mapped[str | None] = mapped_column(String)
+    config_hash: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    stop_reason: Mapped[str | None] = mapped_column(String)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The last `seq` handed to an order or risk event of this bot.
+    last_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OrderRecord(Base):
+    """The current state of one order; its history is in `order_events`."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        CheckConstraint(one_of("side", ORDER_SIDES), name="side"),
+        CheckConstraint(one_of("order_type", ORDER_TYPES), name="order_type"),
+        CheckConstraint(one_of("status", ORDER_STATUSES), name="status"),
+        CheckConstraint(f"role IS NULL OR {one_of('role', ORDER_ROLES)}", name="role"),
+        UniqueConstraint("bot_instance_id", "client_order_id"),
+        Index("ix_orders_bot_instance_id_status", "bot_instance_id", "status"),
+        Index("ix_orders_symbol_created_at", "symbol", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    bot_instance_id: Mapped[int] = mapped_column(BigIntPK, _bot_fk())
+    client_order_id: Mapped[str] = mapped_column(String(36))
+    venue_order_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    trade_key: Mapped[str | None] = mapped_column(String(64))
+    exchange: Mapped[str | None] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(64))
+    order_type: Mapped[str] = mapped_column(String(16))
+    side: Mapped[str] = mapped_column(String(4))
+    role: Mapped[str | None] = mapped_column(String(16))
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    price: Mapped[Decimal | None] = mapped_column(Money)
+    stop_price: Mapped[Decimal | None] = mapped_column(Money)
+    status: Mapped[str] = mapped_column(String(20))
+    filled_qty: Mapped[Decimal] = mapped_column(Money)
+    remaining_qty: Mapped[Decimal] = mapped_column(Money)
+    avg_fill_price: Mapped[Decimal | None] = mapped_column(Money)
+    fee: Mapped[Decimal] = mapped_column(Money)
+    fee_currency: Mapped[str | None] = mapped_column(String(16))
+    parent_client_order_id: Mapped[str | None] = mapped_column(String(36))
+    oco_client_order_id: Mapped[str | None] = mapped_column(String(36))
+    tag: Mapped[str | None] = mapped_column(String(64))
+    strategy: Mapped[str | None] = mapped_column(String, index=True)
+    status_reason: Mapped[str | None] = mapped_column(String)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OrderEventRecord(Base):
+    """Append-only: one row per order event, never updated or deleted.
+
+    `event_key` (SHA-256 of the event's JSON) makes a replayed event a no-op; `seq` orders
+    the events of one bot (shared with `risk_events`). Orders are linked by client order id
+    (not a foreign key) so that an event the broker reports for an order the database never
+    saw submitted is still kept.
+    """
+
+    __tablename__ = "order_events"
+    __table_args__ = (
+        CheckConstraint(one_of("kind", EVENT_KINDS), name="kind"),
+        UniqueConstraint("bot_instance_id", "event_key"),
+        UniqueConstraint("bot_instance_id", "seq"),
+        Index(
+            "ix_order_events_bot_instance_id_client_order_id", "bot_instance_id", "client_order_id"
+        ),
+        Index("ix_order_events_ts", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    bot_instance_id: Mapped[int] = mapped_column(BigIntPK, _bot_fk())
+    seq: Mapped[int] = mapped_column(BigInteger)
+    event_key: Mapped[str] = mapped_column(String(64))
+    client_order_id: Mapped[str | None] = mapped_column(String(36))
+    symbol: Mapped[str | None] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str | None] = mapped_column(String(20))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+
+
+class FillRecord(Base):
+    """The trade ledger: one row per execution, written with its order event."""
+
+    __tablename__ = "fills"
+    __table_args__ = (
+        CheckConstraint(one_of("side", ORDER_SIDES), name="side"),
+        UniqueConstraint("venue", "venue_trade_id"),
+        Index("ix_fills_bot_instance_id_ts", "bot_instance_id", "ts"),
+        Index("ix_fills_symbol_ts", "symbol", "ts"),
+        Index("ix_fills_bot_instance_id_client_order_id", "bot_instance_id", "client_order_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    order_event_id: Mapped[int] = mapped_column(
+        BigIntPK, ForeignKey("order_events.id"), unique=True
+    )
+    bot_instance_id: Mapped[int] = mapped_column(BigIntPK, _bot_fk())
+    client_order_id: Mapped[str] = mapped_column(String(36))
+    trade_key: Mapped[str | None] = mapped_column(String(64))
+    symbol: Mapped[str] = mapped_column(String(64))
+    side: Mapped[str] = mapped_column(String(4))
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    price: Mapped[Decimal] = mapped_column(Money)
+    bid: Mapped[Decimal | None] = mapped_column(Money)
+    ask: Mapped[Decimal | None] = mapped_column(Money)
+    fee: Mapped[Decimal] = mapped_column(Money)
+    fee_currency: Mapped[str | None] = mapped_column(String(16))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    order_type: Mapped[str | None] = mapped_column(String(16))
+    strategy_names: Mapped[list[str] | None] = mapped_column(JSONDoc)
+    strategy_weights: Mapped[dict[str, str] | None] = mapped_column(JSONDoc)
+    correlation_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    venue: Mapped[str | None] = mapped_column(String(64))
+    venue_trade_id: Mapped[str | None] = mapped_column(String(128))
+
+
+class PositionRecord(Base):
+    """The position of one bot in one symbol; `quantity` is signed (long > 0, short < 0)."""
+
+    __tablename__ = "positions"
+    __table_args__ = (
+        CheckConstraint(one_of("side", POSITION_SIDES), name="side"),
+        UniqueConstraint("bot_instance_id", "symbol"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    bot_instance_id: Mapped[int] = mapped_column(BigIntPK, _bot_fk())
+    symbol: Mapped[str] = mapped_column(String(64))
+    side: Mapped[str] = mapped_column(String(8))
+    quantity: Mapped[Decimal] = mapped_column(Money)
+    avg_entry_price: Mapped[Decimal | None] = mapped_column(Money)
+    realised_pnl: Mapped[Decimal] = mapped_column(Money)
+    fees: Mapped[Decimal] = mapped_column(Money)
+    trade_key: Mapped[str | None] = mapped_column(String(64))
+    opened_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class EquitySnapshot(Base):
+    """The account value of one bot at one time (one row per bot and `ts`)."""
+
+    __tablename__ = "equity_snapshots"
+    __table_args__ = (UniqueConstraint("bot_instance_id", "ts"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    bot_instance_id: Mapped[int] = mapped_column(BigIntPK, _bot_fk())
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    equity: Mapped[Decimal] = mapped_column(Money)
+    cash: Mapped[Decimal | None] = mapped_column(Money)
+    unrealised_pnl: Mapped[Decimal | None] = mapped_column(Money)
+    realised_pnl: Mapped[Decimal | None] = mapped_column(Money)
+
+
+class RiskEventRecord(Base):
+    """Append-only: risk denials, warnings, halts and resumes (keys as in `order_events`)."""
+
+    __tablename__ = "risk_events"
+    __table_args__ = (
+        UniqueConstraint("bot_instance_id", "event_key"),
+        UniqueConstraint("bot_instance_id", "seq"),
+        Index("ix_risk_events_ts", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True)
+    bot_instance_id: Mapped[int] = mapped_column(BigIntPK, _bot_fk())
+    seq: Mapped[int] = mapped_column(BigInteger)
+    event_key: Mapped[str] = mapped_column(String(64))
+    event_type: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(String)
+    symbol: Mapped[str | None] = mapped_column(String(64))
+    client_order_id: Mapped[str | None] = mapped_column(String(36))
+    detail: Mapped[str | None] = mapped_column(String)
+    ts: Mapped[datetime] = mapped_column(UTCDateTime)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDoc)

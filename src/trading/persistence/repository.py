@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import enum
-import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine, Row
 
+from trading.persistence.columns import json_safe
 from trading.persistence.db import read_connection
-from trading.persistence.models import BacktestRun, Trade, finite_or_none, to_decimal
+from trading.persistence.models import BacktestRun, Trade, finite_or_none, table, to_decimal
 
 if TYPE_CHECKING:
     from trading.results import BacktestResult, TradeRecord
 
-_RUNS = BacktestRun.__table__
-_TRADES = Trade.__table__
+_RUNS = table(BacktestRun)
+_TRADES = table(Trade)
 
 _SUMMARY_COLUMNS = (
     _RUNS.c.id,
@@ -98,7 +96,7 @@ def save_backtest(
     run_row = _run_row(result, trades, report_path=report_path, started_at=started_at)
     strategy = _strategy_name(result)
     with engine.begin() as conn:
-        run_id = conn.execute(insert(_RUNS), run_row).inserted_primary_key[0]
+        run_id = conn.execute(insert(_RUNS).returning(_RUNS.c.id), run_row).scalar_one()
         if trades:
             rows = [
                 _trade_row(t, run_id=run_id, bot=result.name, strategy=strategy) for t in trades
@@ -166,7 +164,7 @@ def _run_row(
     report_path: str | None,
     started_at: datetime | None,
 ) -> dict[str, Any]:
-    metrics = _json_safe(dict(result.metrics))
+    metrics = json_safe(dict(result.metrics))
     total_pnl = sum((to_decimal(t.pnl) for t in trades), Decimal(0))
     win_rate = _metric(metrics, "win_rate")
     if win_rate is None and trades:
@@ -176,7 +174,7 @@ def _run_row(
         "name": result.name,
         "symbols": [str(s) for s in result.symbols],
         "timeframe": result.timeframe,
-        "started_at": started_at or datetime.now(timezone.utc),
+        "started_at": started_at or datetime.now(UTC),
         "data_start": result.start,
         "data_end": result.end,
         "bars": int(result.bars),
@@ -188,7 +186,7 @@ def _run_row(
         "sharpe_ratio": _metric(metrics, "sharpe_ratio", "sharpe"),
         "max_drawdown_pct": _metric(metrics, "max_drawdown_pct"),
         "metrics": metrics,
-        "config": _json_safe(dict(result.config)),
+        "config": json_safe(dict(result.config)),
         "report_path": None if report_path is None else str(report_path),
     }
 
@@ -239,35 +237,10 @@ def _metric(metrics: Mapping[str, Any], *keys: str) -> float | None:
     return None
 
 
-def _json_safe(value: Any) -> Any:
-    """Return `value` as plain JSON: NaN/inf -> None, numpy -> Python, dates -> ISO text."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return _json_safe(value.value)
-    if value is None or isinstance(value, (bool, str, int)):
-        return value
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, Decimal):
-        return str(value) if value.is_finite() else None
-    if isinstance(value, (datetime, date)):
-        return value.isoformat()
-    if isinstance(value, PurePath):
-        return str(value)
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return _json_safe(value.tolist())
-    if hasattr(value, "isoformat"):  # pandas.Timestamp and friends
-        return value.isoformat()
-    return str(value)
-
-
-def _summary_fields(row: Row[Any]) -> dict[str, Any]:
+def _summary_fields(row: Row[*tuple[Any, ...]]) -> dict[str, Any]:
     m = row._mapping
     return {c.name: m[c.name] for c in _SUMMARY_COLUMNS}
 
 
-def _summary(row: Row[Any]) -> RunSummary:
+def _summary(row: Row[*tuple[Any, ...]]) -> RunSummary:
     return RunSummary(**_summary_fields(row))

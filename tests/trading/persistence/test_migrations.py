@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +18,7 @@ from trading.exceptions import DatabaseError
 from trading.persistence import (
     Base,
     current_revision,
+    db,
     default_db_url,
     downgrade_database,
     ensure_database,
@@ -28,22 +28,22 @@ from trading.persistence import (
     save_backtest,
     upgrade_database,
 )
-from trading.persistence import db
 from trading.persistence.db import ALEMBIC_INI, MIGRATIONS_DIR, alembic_config
 
 from .test_repository import make_result, make_trade
 
-ATF_TABLES = {"backtest_runs", "trades"}
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "atf.db"
-
-
-@pytest.fixture
-def db_url(db_path: Path) -> str:
-    return f"sqlite:///{db_path}"
+ATF_TABLES = {
+    "backtest_runs",
+    "trades",
+    "bot_instances",
+    "orders",
+    "order_events",
+    "fills",
+    "positions",
+    "equity_snapshots",
+    "risk_events",
+}
+HEAD = "0002"
 
 
 def tables(url: str) -> set[str]:
@@ -54,12 +54,31 @@ def tables(url: str) -> set[str]:
         engine.dispose()
 
 
-def test_fresh_file_is_migrated_to_head(db_url: str, db_path: Path) -> None:
-    assert not db_path.exists()
+def run_sql(url: str, *statements: str) -> None:
+    """Run raw SQL behind atf's back (a user's manual change, a stray table...)."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            for sql in statements:
+                conn.execute(text(sql))
+    finally:
+        engine.dispose()
+
+
+def scalar(url: str, sql: str) -> object:
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text(sql)).scalar()
+    finally:
+        engine.dispose()
+
+
+def test_fresh_database_is_migrated_to_head(db_url: str) -> None:
     assert current_revision(db_url) is None
     engine = ensure_database(db_url)
     engine.dispose()
-    assert current_revision(db_url) == head_revision() == "0001"
+    assert current_revision(db_url) == head_revision() == HEAD
     assert ATF_TABLES <= tables(db_url)
     # A second call on an up-to-date database is a no-op.
     ensure_database(db_url).dispose()
@@ -83,12 +102,9 @@ def test_models_match_the_migrations(db_url: str) -> None:
         engine.dispose()
 
 
-def test_older_revision_raises_naming_upgrade_command(db_url: str, db_path: Path) -> None:
+def test_older_revision_raises_naming_upgrade_command(db_url: str) -> None:
     upgrade_database(db_url, "base")
-    raw = sqlite3.connect(db_path)
-    raw.execute("CREATE TABLE stray (id INTEGER PRIMARY KEY)")
-    raw.commit()
-    raw.close()
+    run_sql(db_url, "CREATE TABLE stray (id INTEGER PRIMARY KEY)")
     with pytest.raises(DatabaseError) as info:
         ensure_database(db_url)
     message = str(info.value)
@@ -105,19 +121,24 @@ NEXT_REVISION = '''
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
 
+def _recreate():
+    # A rebuild is SQLite's way; PostgreSQL alters in place (and cannot drop a referenced table).
+    return "always" if op.get_bind().dialect.name == "sqlite" else "auto"
+
+
 def upgrade():
-    with op.batch_alter_table("backtest_runs", recreate="always") as batch:
+    with op.batch_alter_table("backtest_runs", recreate=_recreate()) as batch:
         batch.add_column(sa.Column("notes", sa.String(), nullable=True))
 
 
 def downgrade():
-    with op.batch_alter_table("backtest_runs", recreate="always") as batch:
+    with op.batch_alter_table("backtest_runs", recreate=_recreate()) as batch:
         batch.drop_column("notes")
 '''
 
@@ -126,8 +147,8 @@ ORPHAN_REVISION = '''
 """test-only revision: a buggy data migration that leaves a trade pointing at no run"""
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -146,24 +167,24 @@ def downgrade():
 
 
 def ship_next_revision(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
-    """Pretend a newer atf ships `source` as revision 0002."""
+    """Pretend a newer atf ships `source` as revision 0003."""
     migrations = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, migrations, ignore=shutil.ignore_patterns("__pycache__"))
-    (migrations / "versions" / "0002_next.py").write_text(source)
+    (migrations / "versions" / "0003_next.py").write_text(source)
     monkeypatch.setattr(db, "MIGRATIONS_DIR", migrations)
 
 
 @pytest.fixture
 def newer_atf(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Pretend a newer atf ships revision 0002, which rebuilds the parent table of trades."""
+    """Pretend a newer atf ships revision 0003, which rebuilds the parent table of trades."""
     ship_next_revision(tmp_path, monkeypatch, NEXT_REVISION)
-    return "0002"
+    return "0003"
 
 
 def test_older_known_revision_raises_then_upgrade_keeps_every_row(
     db_url: str, newer_atf: str
 ) -> None:
-    upgrade_database(db_url, "0001")
+    upgrade_database(db_url, HEAD)
     engine = make_engine(db_url)
     try:
         save_backtest(engine, make_result([make_trade(i) for i in range(1, 4)]))
@@ -173,7 +194,7 @@ def test_older_known_revision_raises_then_upgrade_keeps_every_row(
     with pytest.raises(DatabaseError) as info:
         ensure_database(db_url)
     message = str(info.value)
-    assert "revision 0001" in message and "needs 0002" in message
+    assert f"revision {HEAD}" in message and "needs 0003" in message
     assert "atf db upgrade" in message
 
     upgrade_database(db_url)
@@ -185,8 +206,9 @@ def test_older_known_revision_raises_then_upgrade_keeps_every_row(
             # old table with an implicit DELETE when foreign keys are on).
             assert conn.execute(text("SELECT count(*) FROM trades")).scalar() == 3
             assert conn.execute(text("SELECT count(notes) FROM backtest_runs")).scalar() == 0
-            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-        downgrade_database(db_url, "0001")
+            if conn.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        downgrade_database(db_url, HEAD)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM trades")).scalar() == 3
     finally:
@@ -198,9 +220,10 @@ def test_migration_leaving_dangling_foreign_keys_is_rolled_back(
 ) -> None:
     upgrade_database(db_url)
     ship_next_revision(tmp_path, monkeypatch, ORPHAN_REVISION)
-    with pytest.raises(DatabaseError, match="foreign key violation"):
+    # SQLite finds it at the final foreign_key_check, PostgreSQL at the INSERT itself.
+    with pytest.raises(DatabaseError, match="(?i)foreign key"):
         upgrade_database(db_url)
-    assert current_revision(db_url) == "0001"
+    assert current_revision(db_url) == HEAD
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
@@ -209,12 +232,9 @@ def test_migration_leaving_dangling_foreign_keys_is_rolled_back(
         engine.dispose()
 
 
-def test_unknown_newer_revision_raises(db_url: str, db_path: Path) -> None:
+def test_unknown_newer_revision_raises(db_url: str) -> None:
     upgrade_database(db_url)
-    raw = sqlite3.connect(db_path)
-    raw.execute("UPDATE alembic_version SET version_num = '9999'")
-    raw.commit()
-    raw.close()
+    run_sql(db_url, "UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(DatabaseError, match="9999.*newer atf"):
         ensure_database(db_url)
 
@@ -234,12 +254,9 @@ def test_downgrade_to_base_and_upgrade_again(db_url: str) -> None:
         engine.dispose()
 
 
-def test_failed_migration_rolls_back_completely(db_url: str, db_path: Path) -> None:
+def test_failed_migration_rolls_back_completely(db_url: str) -> None:
     """DDL is transactional: a clash half way leaves no table and no revision behind."""
-    raw = sqlite3.connect(db_path)
-    raw.execute("CREATE TABLE trades (id INTEGER PRIMARY KEY)")  # clashes with the 2nd table
-    raw.commit()
-    raw.close()
+    run_sql(db_url, "CREATE TABLE trades (id INTEGER PRIMARY KEY)")  # clashes with the 2nd table
     with pytest.raises(DatabaseError, match="migration"):
         upgrade_database(db_url)
     assert tables(db_url) == {"trades"}

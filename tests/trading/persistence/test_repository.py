@@ -1,4 +1,4 @@
-"""Round trips, atomicity and SQLite behaviour of the persistence repository."""
+"""Round trips and atomicity of the backtest repository (SQLite and PostgreSQL); SQLite locking."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import sqlite3
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,31 +30,30 @@ from trading.persistence import (
 )
 from trading.results import BacktestResult, TradeRecord
 
-UTC = timezone.utc
 T0 = datetime(2024, 1, 2, 9, 30, tzinfo=UTC)
 
 
 def make_trade(i: int, **overrides: object) -> TradeRecord:
     """Build a closed long trade whose numbers carry float noise (0.1 + 0.2 style)."""
-    values: dict[str, object] = dict(
-        trade_id=i,
-        symbol="BTC/USDT" if i % 2 else "ETH/USDT",
-        side="long",
-        entry_time=T0 + timedelta(hours=i),
-        exit_time=T0 + timedelta(hours=i, minutes=45),
-        entry_price=42000.12345678 + i,
-        exit_price=42100.5 + i,
-        quantity=0.1 + 0.2,  # 0.30000000000000004
-        gross_pnl=0.3,
-        fees=0.1,
-        pnl=0.2,
-        pnl_pct=0.0123,
-        exit_reason="take_profit",
-        entry_tag="rsi+ema",
-        bars_held=3,
-        mae_pct=-0.5,
-        mfe_pct=1.25,
-    )
+    values: dict[str, object] = {
+        "trade_id": i,
+        "symbol": "BTC/USDT" if i % 2 else "ETH/USDT",
+        "side": "long",
+        "entry_time": T0 + timedelta(hours=i),
+        "exit_time": T0 + timedelta(hours=i, minutes=45),
+        "entry_price": 42000.12345678 + i,
+        "exit_price": 42100.5 + i,
+        "quantity": 0.1 + 0.2,  # 0.30000000000000004
+        "gross_pnl": 0.3,
+        "fees": 0.1,
+        "pnl": 0.2,
+        "pnl_pct": 0.0123,
+        "exit_reason": "take_profit",
+        "entry_tag": "rsi+ema",
+        "bars_held": 3,
+        "mae_pct": -0.5,
+        "mfe_pct": 1.25,
+    }
     values.update(overrides)
     return TradeRecord(**values)  # type: ignore[arg-type]
 
@@ -90,13 +89,8 @@ def make_result(trades: list[TradeRecord], *, name: str = "rsi_bot") -> Backtest
 
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'atf.db'}"
-
-
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    eng = ensure_database(db_url)
+def sqlite_engine(sqlite_url: str) -> Iterator[Engine]:
+    eng = ensure_database(sqlite_url)
     yield eng
     eng.dispose()
 
@@ -130,7 +124,7 @@ def test_save_list_get_round_trip(engine: Engine, result: BacktestResult) -> Non
 
     detail = get_run(engine, run_id)
     assert detail is not None
-    assert detail.initial_cash == Decimal("10000")
+    assert detail.initial_cash == Decimal(10000)
     assert detail.report_path == "reports/rsi.html"
     assert detail.data_start == datetime(2024, 1, 1, tzinfo=UTC)
     assert detail.data_end == datetime(2024, 3, 1, tzinfo=UTC)
@@ -259,18 +253,28 @@ def test_ten_thousand_trades_bulk_insert(engine: Engine) -> None:
 # --- SQLite connection behaviour ---------------------------------------------------------------
 
 
-def test_sqlite_pragmas(engine: Engine) -> None:
-    with engine.connect() as conn:
+def test_sqlite_pragmas(sqlite_engine: Engine) -> None:
+    with sqlite_engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
 
 
 def test_foreign_keys_are_enforced(engine: Engine) -> None:
-    row = dict(
-        run_id=999, trade_type="backtest", symbol="X", side="long", entry_time=T0, exit_time=T0,
-        entry_price=1, exit_price=1, quantity=1, gross_pnl=0, fees=0, pnl=0,
-    )
+    row = {
+        "run_id": 999,
+        "trade_type": "backtest",
+        "symbol": "X",
+        "side": "long",
+        "entry_time": T0,
+        "exit_time": T0,
+        "entry_price": 1,
+        "exit_price": 1,
+        "quantity": 1,
+        "gross_pnl": 0,
+        "fees": 0,
+        "pnl": 0,
+    }
     with pytest.raises(IntegrityError), engine.begin() as conn:
         conn.execute(insert(Trade), row)
     with engine.begin() as conn:  # paper/live trades have no run
@@ -285,7 +289,10 @@ def test_deleting_a_run_row_cascades_to_trades(engine: Engine, result: BacktestR
     assert count(engine, Trade) == 0
 
 
-def test_transaction_takes_write_lock_on_first_statement(engine: Engine, db_url: str) -> None:
+def test_transaction_takes_write_lock_on_first_statement(
+    sqlite_engine: Engine, sqlite_url: str
+) -> None:
+    engine, db_url = sqlite_engine, sqlite_url
     impatient = make_engine(db_url, connect_args={"timeout": 0.2})
     try:
         with impatient.connect() as other, engine.connect() as holder:
@@ -313,8 +320,9 @@ def test_transaction_takes_write_lock_on_first_statement(engine: Engine, db_url:
 
 
 def test_reads_do_not_wait_for_a_writer(
-    engine: Engine, result: BacktestResult, db_url: str
+    sqlite_engine: Engine, result: BacktestResult, sqlite_url: str
 ) -> None:
+    engine, db_url = sqlite_engine, sqlite_url
     save_backtest(engine, result)
     impatient = make_engine(db_url, connect_args={"timeout": 0.2})
     try:

@@ -1,0 +1,178 @@
+"""Positions in the database, moved by fills with the same arithmetic as `PositionManager`.
+
+Quantities are signed (long > 0, short < 0); `realised_pnl` is gross and `fees` sit beside
+it. A fill that crosses zero closes the round trip and opens the next one with the rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from trading.events import OrderFill
+from trading.orders import OrderSide
+from trading.persistence.models import FillRecord, OrderRecord, PositionRecord, Trade, table
+
+POSITIONS = table(PositionRecord)
+TRADES = table(Trade)
+ORDERS = table(OrderRecord)
+FILLS = table(FillRecord)
+_ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class PositionChange:
+    """A position after one fill; `realised` is the pnl this fill realised."""
+
+    quantity: Decimal
+    avg_entry_price: Decimal | None
+    realised: Decimal
+    opened: bool  # a new round trip started (from flat, or by a flip)
+    closed: bool  # the round trip that was open ended (back to flat, or by a flip)
+
+
+def position_after_fill(
+    quantity: Decimal,
+    avg_entry_price: Decimal | None,
+    side: OrderSide,
+    qty: Decimal,
+    price: Decimal,
+) -> PositionChange:
+    """Return the position after buying or selling `qty` at `price`."""
+    signed = side.sign * qty
+    if quantity == 0 or (quantity > 0) == (signed > 0):
+        new_q = quantity + signed
+        if quantity == 0 or avg_entry_price is None:
+            avg = price
+        else:
+            avg = (avg_entry_price * abs(quantity) + price * qty) / abs(new_q)
+        return PositionChange(new_q, avg, _ZERO, quantity == 0, False)
+    assert avg_entry_price is not None
+    direction = 1 if quantity > 0 else -1
+    closed = min(qty, abs(quantity))
+    realised = closed * (price - avg_entry_price) * direction
+    rest = qty - closed
+    if rest > 0:  # flipped: the rest opens the other side at the fill price
+        return PositionChange(side.sign * rest, price, realised, True, True)
+    new_q = quantity - direction * closed
+    if new_q == 0:
+        return PositionChange(_ZERO, None, realised, False, True)
+    return PositionChange(new_q, avg_entry_price, realised, False, False)
+
+
+def side_of(quantity: Decimal) -> str:
+    return "long" if quantity > 0 else "short" if quantity < 0 else "flat"
+
+
+class PositionBook:
+    """The positions of one bot, read once per batch and written through."""
+
+    def __init__(self, conn: Connection, bot_instance_id: int) -> None:
+        self.conn = conn
+        self.bot_id = bot_instance_id
+        self._rows: dict[str, dict[str, Any] | None] = {}
+
+    def row(self, symbol: str) -> dict[str, Any] | None:
+        if symbol not in self._rows:
+            found = self.conn.execute(
+                select(POSITIONS).where(
+                    POSITIONS.c.bot_instance_id == self.bot_id, POSITIONS.c.symbol == symbol
+                )
+            ).one_or_none()
+            self._rows[symbol] = None if found is None else dict(found._mapping)
+        return self._rows[symbol]
+
+    def reduces(self, symbol: str, side: OrderSide) -> bool:
+        """Return whether an order on `side` would reduce the open position."""
+        row = self.row(symbol)
+        q = _ZERO if row is None else row["quantity"]
+        return q != 0 and (q > 0) != (side is OrderSide.BUY)
+
+    def apply_fill(self, fill: OrderFill, client_order_id: str) -> str | None:
+        """Move the position by `fill`; return the key of the round trip the fill belongs to."""
+        row = self.row(fill.symbol)
+        q = _ZERO if row is None else row["quantity"]
+        avg = None if row is None else row["avg_entry_price"]
+        old_key = None if row is None else row["trade_key"]
+        change = position_after_fill(q, avg, fill.side, fill.last_qty, fill.last_price)
+        values: dict[str, Any] = {
+            "side": side_of(change.quantity),
+            "quantity": change.quantity,
+            "avg_entry_price": change.avg_entry_price,
+            "realised_pnl": (_ZERO if row is None else row["realised_pnl"]) + change.realised,
+            "fees": (_ZERO if row is None else row["fees"]) + fill.fee,
+            "updated_at": fill.ts,
+        }
+        if change.opened:
+            values["trade_key"] = self._announced_trade(fill.symbol, old_key) or client_order_id
+            values["opened_at"] = fill.ts
+        self.save(fill.symbol, row, values)
+        return old_key if change.closed or not change.opened else values["trade_key"]
+
+    def adopt_trade_key(self, symbol: str, trade_key: str, ts: datetime) -> None:
+        """Take the id a TradeOpened gives the open round trip, re-linking its orders and fills."""
+        row = self.row(symbol)
+        if row is None or row["quantity"] == 0 or row["trade_key"] == trade_key:
+            return
+        old = row["trade_key"]
+        if old is not None and self._trade_exists(old):
+            return  # the position belongs to another, announced round trip
+        if old is not None:
+            for linked in (ORDERS, FILLS):
+                self.conn.execute(
+                    update(linked)
+                    .where(linked.c.bot_instance_id == self.bot_id, linked.c.trade_key == old)
+                    .values(trade_key=trade_key)
+                )
+        self.save(symbol, row, {"trade_key": trade_key, "updated_at": max(ts, row["updated_at"])})
+
+    def opened_at(self, symbol: str, trade_key: str) -> datetime | None:
+        """Return when the round trip `trade_key` opened, if the position still knows it."""
+        row = self.row(symbol)
+        if row is not None and row["trade_key"] == trade_key:
+            return row["opened_at"]  # type: ignore[no-any-return]
+        return None
+
+    def _trade_exists(self, trade_key: str) -> bool:
+        return (
+            self.conn.execute(
+                select(TRADES.c.id).where(
+                    TRADES.c.bot_instance_id == self.bot_id, TRADES.c.trade_key == trade_key
+                )
+            ).first()
+            is not None
+        )
+
+    def _announced_trade(self, symbol: str, previous: str | None) -> str | None:
+        """Return the key of an open trade announced (TradeOpened) before its first fill."""
+        stmt = select(TRADES.c.trade_key).where(
+            TRADES.c.bot_instance_id == self.bot_id,
+            TRADES.c.symbol == symbol,
+            TRADES.c.status == "open",
+        )
+        if previous is not None:
+            stmt = stmt.where(TRADES.c.trade_key != previous)
+        found = self.conn.execute(stmt.order_by(TRADES.c.id.desc()).limit(1)).scalar()
+        return None if found is None else str(found)
+
+    def save(self, symbol: str, row: dict[str, Any] | None, values: dict[str, Any]) -> None:
+        if row is None:
+            full = {
+                "bot_instance_id": self.bot_id,
+                "symbol": symbol,
+                "trade_key": None,
+                "opened_at": None,
+                **values,
+            }
+            new_id = self.conn.execute(
+                insert(POSITIONS).values(full).returning(POSITIONS.c.id)
+            ).scalar_one()
+            self._rows[symbol] = {"id": new_id, **full}
+            return
+        self.conn.execute(update(POSITIONS).where(POSITIONS.c.id == row["id"]).values(values))
+        row.update(values)
