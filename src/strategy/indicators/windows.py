@@ -62,9 +62,10 @@ def bollinger(
 
     The variance is mean(x²) - mean(x)², TA-Lib's formula, floored at 0 against rounding.
     """
-    close = np.asarray(close, dtype=np.float64)
-    mean, mean_sq = sma(np.stack([close, close * close]), period)
-    with np.errstate(invalid="ignore"):
-        std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))
+    both = np.empty((2, len(close)))  # close and close², summed in one pass
+    both[0] = close
+    np.multiply(both[0], both[0], out=both[1])
+    mean, mean_sq = sma(both, period)
+    std = np.sqrt(np.maximum(mean_sq - mean * mean, 0.0))  # NaN in warm-up stays NaN, silently
     band = std * dev
     return mean + band, mean, mean - band
