@@ -233,17 +233,18 @@ def _report(st: Any, result: Any, outdir: Path, top: int) -> None:
         console.print(walk_forward_table(result))
         for note in result.notes:
             err.print(f"[yellow]note:[/yellow] {escape(note)}")
-        best = result.last_best
+        best, label = result.last_best, "Best of the latest in-sample window:"
     else:
         paths = write_report(st, result, outdir)
         console.print(best_table(result, top))
-        best = result.best
+        best, label = result.best, "Best:   "
     if best is None:
         err.print("[yellow]no trial satisfied the constraints[/yellow]: no best.yaml written")
     else:
         params = ", ".join(f"{k}={v!r}" for k, v in best.params.items())
         console.print(
-            f"Best:    trial {best.number}: {params} -> {st.spec.objective} {best.value:.6g}"
+            f"{label} trial {best.number}: {params} -> {st.spec.objective} {best.value:.6g}"
         )
+    width = max(len(k) for k in paths) + 2
     for key, path in paths.items():
-        console.print(f"{key + ':':9}{path}")
+        console.print(f"{key + ':':{width}}{path}", highlight=False, soft_wrap=True)
