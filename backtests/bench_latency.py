@@ -61,8 +61,9 @@ class Probe:
     """Per-bar strategy times and market order-to-fill times, recorded by wrapped methods.
 
     A bar's time is `BaseStrategy.next` plus any preparation of that bar a fill notification
-    did before it. Order placement (buy / sell / cancel / modify into backtrader and the
-    SimBroker) is timed apart: the signal latency is the bar's time without it. Each time is
+    did before it. Order placement (the strategy's order helpers in `PLACING`, the SimBroker's
+    cancel and modify) is timed apart: the signal latency is the bar's time without it:
+    preparing the indicators, the entry and exit rules, sizing and the risk check. Each time is
     taken twice: wall clock, and the strategy thread's CPU time, which leaves out waits for
     the GIL (the replay's producer runs in another thread) and for a CPU (other processes).
     """
@@ -81,6 +82,9 @@ class Probe:
 
 
 PROBE: Probe | None = None
+# What a bar spends once its decisions are made: orders sent, amended, cancelled and tracked.
+PLACING = ("buy", "sell", "_send_bracket", "_send_add", "_place_exits", "_replace_protection",
+           "_cancel_protection", "_resize_exits", "_exit_at_market")
 
 
 def _install_probes() -> None:
@@ -150,8 +154,10 @@ def _install_probes() -> None:
     Book.prepare = timed_prepare  # type: ignore[method-assign]
     BaseStrategy.notify_order = timed_notify  # type: ignore[method-assign]
     SimBroker.submit = timed_submit  # type: ignore[method-assign]
-    for cls, name in ((BaseStrategy, "buy"), (BaseStrategy, "sell"), (SimBroker, "cancel"), (SimBroker, "modify")):
-        setattr(cls, name, placing(getattr(cls, name)))
+    for cls, names in ((BaseStrategy, PLACING), (SimBroker, ("cancel", "modify"))):
+        for name in names:
+            if hasattr(cls, name):  # the strategy's order helpers may be renamed: wrap those there are
+                setattr(cls, name, placing(getattr(cls, name)))
 
 
 def _stats_us(ns: list[int]) -> dict[str, float]:
