@@ -143,11 +143,14 @@ class Book:
         bars = self._bars(n)
         for m in (*self.entries, *self.exits):
             m.extend(bars, start)
-        self.warmup = max((m.warmup() for m in (*self.entries, *self.exits)), default=0)
         pick = any if self.logic == "any" else all
         for side, cand in self.candidates.items():
-            if cand is not None:
-                arrays = [m.signal_array(side) for m in self.entries]
+            if cand is None:
+                continue
+            arrays = [m.signal_array(side) for m in self.entries]
+            if len(arrays) == 1:
+                cand.extend(arrays[0][start:n])  # type: ignore[index]
+            else:
                 cand.extend(pick(a[i] for a in arrays) for i in range(start, n))  # type: ignore[index]
 
     def _reserve(self, start: int, n: int) -> None:
