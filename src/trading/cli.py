@@ -14,6 +14,7 @@ from rich.table import Table
 
 from trading.cli_audit import orders, trades
 from trading.cli_bot import live, paper
+from trading.cli_data import data_app
 from trading.cli_ledger import ledger_app
 from trading.cli_models import models_app
 from trading.cli_optimize import optimize
@@ -31,6 +32,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(mixins_app, name="mixins")
 app.add_typer(models_app, name="models")
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(data_app, name="data")
 app.command("lookahead")(lookahead)
 app.command("paper")(paper)
 app.command("live")(live)

@@ -1,0 +1,179 @@
+"""Settings of the ccxt venue adapter, and its credentials from the environment.
+
+The broker section of a bot names the venue (`type: binance`, or any ccxt exchange id) and
+the mode; the adapter's own knobs sit under `broker.ccxt`::
+
+    broker:
+      type: binance
+      trading_mode: paper        # paper: the venue's testnet; live: real money
+      testnet: true              # default: trading_mode == paper
+      ccxt: {market: spot, poll_interval: 2.0, requests_per_minute: 600}
+
+Credentials never come from the YAML: they are read from ``<PREFIX>_API_KEY`` and
+``<PREFIX>_API_SECRET`` (``<PREFIX>_TESTNET_API_KEY`` / ``..._SECRET`` on the testnet, plus
+``..._API_PASSWORD`` for venues that need a passphrase), where PREFIX is `env_prefix` or the
+exchange id in upper case (``BINANCE``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from trading.exceptions import ConfigError
+from trading.suggest import did_you_mean
+
+LIVE_EXTRA = "pip install 'atf[live]'"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrySettings(_Strict):
+    """Retries of a failed request (network error, timeout, 429, 5xx): exponential backoff."""
+
+    attempts: int = Field(4, ge=1, le=20, description="Tries per request, the first included.")
+    base_delay: float = Field(0.5, gt=0, description="Seconds before the first retry; doubles each time.")
+    max_delay: float = Field(10.0, gt=0, description="Longest wait between two tries, in seconds.")
+
+
+class BreakerSettings(_Strict):
+    """The circuit breaker: halt new entries after `failures` failed requests in a row."""
+
+    failures: int = Field(5, ge=1, description="Consecutive failed requests that open the breaker.")
+    cooldown: float = Field(300.0, ge=0, description="Seconds before entries are tried again.")
+
+
+class CcxtSettings(_Strict):
+    """Everything the ccxt adapter needs but the credentials."""
+
+    exchange: str = Field(description="ccxt exchange id, e.g. binance, binanceusdm, kraken.")
+    trading_mode: Literal["paper", "live"] = "paper"
+    testnet: bool = Field(description="Use the venue's sandbox (ccxt set_sandbox_mode).")
+    market: Literal["spot", "future"] = Field("spot", description="spot, or future (USDⓈ-M perpetuals).")
+    env_prefix: str | None = Field(None, description="Prefix of the credential variables; default: exchange id.")
+    timeout_ms: int = Field(10_000, ge=100, description="HTTP timeout of one request, in ms.")
+    requests_per_minute: int = Field(600, ge=1, description="Our own request budget on top of ccxt's limiter.")
+    rate_limit_ms: int | None = Field(
+        None, ge=0, description="ccxt's least spacing of two requests, in ms; default: the venue's own."
+    )
+    poll_interval: float = Field(2.0, ge=0, description="Seconds between two polls of the venue's order state.")
+    stop_limit_offset: float = Field(
+        0.005, ge=0, lt=0.5, description="Limit of a stop-limit sent for a stop: this fraction beyond the trigger."
+    )
+    oco: Literal["auto", "native", "emulated"] = Field(
+        "auto", description="auto: the venue's OCO where it has one, emulated otherwise."
+    )
+    retry: RetrySettings = Field(default_factory=RetrySettings)
+    circuit_breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+    urls: dict[str, str] | None = Field(None, description="Override of the venue's API base URLs (proxies, tests).")
+    options: dict[str, Any] = Field(default_factory=dict, description="Extra ccxt exchange options.")
+
+    @model_validator(mode="after")
+    def _paper_is_testnet(self) -> CcxtSettings:
+        if self.trading_mode == "paper" and not self.testnet:
+            raise ValueError(
+                "trading_mode paper trades on the venue's testnet: set testnet: true, "
+                "or trading_mode: live to trade with real money"
+            )
+        return self
+
+    @property
+    def ccxt_id(self) -> str:
+        """The ccxt class to build: binance futures live in `binanceusdm`."""
+        if self.exchange == "binance" and self.market == "future":
+            return "binanceusdm"
+        return self.exchange
+
+    @property
+    def prefix(self) -> str:
+        return (self.env_prefix or self.exchange).upper()
+
+
+def settings_from_broker(broker_type: str, section: Any) -> CcxtSettings:
+    """Build CcxtSettings from a broker section (config model or mapping); errors name the key."""
+    plain = _plain(section)
+    own = dict(plain.get("ccxt") or {})
+    mode = plain.get("trading_mode", "paper")
+    data = {
+        **own,
+        "exchange": own.get("exchange", broker_type).lower(),
+        "trading_mode": mode,
+        "testnet": plain.get("testnet", own.get("testnet", mode == "paper")),
+    }
+    try:
+        return CcxtSettings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"])
+            key = f"broker.{loc}" if loc in ("trading_mode", "testnet") else f"broker.ccxt.{loc}" if loc else "broker"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                hint = did_you_mean(str(err["loc"][-1]), CcxtSettings.model_fields)
+                msg = "unknown key" + (f"; did you mean {hint!r}?" if hint else "")
+            problems.append(f"{key}: {msg}")
+        raise ConfigError("broker", problems) from None
+
+
+def _plain(section: Any) -> dict[str, Any]:
+    if hasattr(section, "model_dump"):
+        plain = dict(section.model_dump())
+        extra = getattr(section, "model_extra", None) or {}
+        return {**plain, **extra}
+    if isinstance(section, Mapping):
+        return dict(section)
+    raise TypeError(f"a broker config must be a mapping or a config model, got {type(section).__name__}")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """API credentials read from the environment; `repr` never shows them."""
+
+    api_key: SecretStr
+    secret: SecretStr
+    password: SecretStr | None = None
+
+    def values(self) -> list[str]:
+        """The secret strings, for scrubbing logs and messages."""
+        out = [self.api_key.get_secret_value(), self.secret.get_secret_value()]
+        if self.password is not None:
+            out.append(self.password.get_secret_value())
+        return [v for v in out if v]
+
+
+def env_names(settings: CcxtSettings) -> tuple[str, str, str]:
+    """The variables holding the key, the secret and the password for these settings."""
+    base = f"{settings.prefix}_TESTNET" if settings.testnet else settings.prefix
+    return f"{base}_API_KEY", f"{base}_API_SECRET", f"{base}_API_PASSWORD"
+
+
+def credentials_from_env(settings: CcxtSettings, environ: Mapping[str, str] | None = None) -> Credentials:
+    """Read the credentials for the venue the settings connect to; name a missing variable."""
+    env = os.environ if environ is None else environ
+    key_name, secret_name, password_name = env_names(settings)
+    missing = [n for n in (key_name, secret_name) if not env.get(n)]
+    if missing:
+        where = "testnet" if settings.testnet else "live"
+        raise ValueError(
+            f"broker {settings.exchange!r} ({where}) needs the environment variable(s) "
+            f"{', '.join(missing)}: set the API key and secret there, never in the YAML"
+        )
+    password = env.get(password_name)
+    return Credentials(
+        SecretStr(env[key_name]), SecretStr(env[secret_name]), SecretStr(password) if password else None
+    )
+
+
+def import_ccxt() -> Any:
+    """Import ccxt or say which extra installs it."""
+    try:
+        import ccxt
+    except ImportError as exc:  # pragma: no cover - the test extra installs ccxt
+        raise ImportError(f"the ccxt broker and feed need ccxt: {LIVE_EXTRA}") from exc
+    return ccxt

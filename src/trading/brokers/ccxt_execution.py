@@ -1,0 +1,477 @@
+"""CcxtExecution: carry out an OrderManager's orders on a CcxtVenue and report the venue's facts.
+
+Intents go in through `submit`, `submit_bracket`, `submit_oco` and `cancel` (the OrderManager
+records them; its cancel and modify requests come back here). Nothing talks to the venue
+until `pump()`, which the owner calls often (the backtrader broker: every pass of Cerebro's
+loop): it sends what is queued, carries out cancels, polls the venue's order state and turns
+what changed into OrderManager facts (accepted, each fill with its fee and trade id,
+cancelled, expired, rejected), then releases the protective orders that were waiting.
+
+Rules:
+
+* A reduce-only order (bracket children, exits) waits locally until the position it reduces
+  exists; it is then sent for at most that position (spot: at most the free base balance, since
+  a fee paid in the base asset leaves less than was bought).
+* A stop with a target (OCO pair): the venue's OCO list where it has one (Binance spot);
+  on derivatives both legs are sent and the fill of one cancels the other; on spot without OCO
+  the stop rests on the venue and the target is watched locally: when the price reaches it the
+  stop is cancelled and the target sent. A stop the venue cannot hold is watched the same way.
+* An order the venue refused before or at placement is REJECTED with the reason
+  (``MIN_NOTIONAL: ...``, ``INSUFFICIENT_BALANCE: ...``). A placement whose outcome is unknown
+  stays unconfirmed and is looked up by client order id on every pump; it is sent again only
+  when the venue says it does not have it.
+* While the circuit breaker is open, new entries are rejected (``CIRCUIT_OPEN``); exits and
+  cancels still go. The breaker's opening and closing are published as Halted / Resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from trading.brokers import ccxt_binance
+from trading.brokers.ccxt_resilience import VenueUnavailable
+from trading.brokers.ccxt_venue import CcxtVenue, OrderRefused, PlaceRequest, VenueOrder
+from trading.events import Halted, Resumed
+from trading.order_manager import CancelRequest, ModifyRequest, OrderManager
+from trading.orders import ClientOrderId, Order, OrderSide, OrderStatus, OrderType
+
+log = logging.getLogger(__name__)
+ZERO = Decimal(0)
+_KINDS = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.STOP: "stop",
+          OrderType.STOP_LIMIT: "stop_limit"}
+_STOPS = (OrderType.STOP, OrderType.STOP_LIMIT)
+CIRCUIT_OPEN = "CIRCUIT_OPEN"
+
+
+@dataclass
+class _Tracked:
+    order: Order
+    symbol: str  # unified venue symbol
+    reduce_only: bool
+    state: str  # held | new | unconfirmed | live | local | done
+    reference_price: Decimal | None = None
+    venue_id: str | None = None
+    reported: Decimal = ZERO
+    cancel_reason: str | None = None
+    as_market: bool = False  # a locally triggered stop goes out as a market order
+    seen_trades: set[str] = field(default_factory=set)
+
+
+class CcxtExecution:
+    """See the module docstring."""
+
+    def __init__(
+        self,
+        venue: CcxtVenue,
+        orders: OrderManager,
+        *,
+        bus: Any = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.venue, self.orders, self.bus = venue, orders, bus
+        self._clock = clock
+        self._tracked: dict[ClientOrderId, _Tracked] = {}
+        self._cancels: deque[tuple[ClientOrderId, str]] = deque()
+        self._modifies: deque[ModifyRequest] = deque()
+        self.positions: dict[str, Decimal] = defaultdict(Decimal)  # unified symbol -> signed quantity
+        self.balances: dict[str, tuple[Decimal, Decimal]] = {}
+        self._last_poll = float("-inf")
+        self._resync = False
+        self.halted_reason = ""
+        venue.breaker.on_open, venue.breaker.on_close = self._on_halt, self._on_resume
+        orders.add_request_callback(self._on_request)
+
+    # ------------------------------------------------------------------ intents
+    def connect(self) -> None:
+        """Load markets, synchronise the clock, read the balances."""
+        self.venue.connect()
+        self.refresh_balances()
+
+    def submit(self, order: Order, *, reduce_only: bool = False, reference_price: Decimal | None = None) -> Order:
+        """Record a new order and queue it (a reduce-only one waits for its position)."""
+        self.orders.submit(order)
+        self._track(order, reduce_only, reference_price)
+        return order
+
+    def submit_bracket(self, entry: Order, stop_loss: Order | None, take_profit: Order | None,
+                       *, reference_price: Decimal | None = None) -> Order:
+        """An entry whose stop and target go out (as an OCO) once the entry has filled."""
+        self.orders.submit_bracket(entry, stop_loss, take_profit)
+        self._track(entry, False, reference_price)
+        for child in (stop_loss, take_profit):
+            if child is not None:
+                self._track(child, True, None)
+        return entry
+
+    def submit_oco(self, first: Order, second: Order, *, reduce_only: bool = True) -> tuple[Order, Order]:
+        self.orders.submit_oco(first, second)
+        self._track(first, reduce_only, None)
+        self._track(second, reduce_only, None)
+        return first, second
+
+    def cancel(self, client_order_id: ClientOrderId, reason: str = "") -> None:
+        """Ask for a cancel (carried out at the next pump)."""
+        self.orders.request_cancel(client_order_id, reason)
+
+    def tracked(self, client_order_id: ClientOrderId) -> _Tracked | None:
+        return self._tracked.get(client_order_id)
+
+    def _track(self, order: Order, reduce_only: bool, reference_price: Decimal | None) -> None:
+        symbol = self.venue.symbol(order.symbol)
+        state = "held" if reduce_only else "new"
+        self._tracked[order.client_order_id] = _Tracked(order, symbol, reduce_only, state, reference_price)
+
+    def _on_request(self, request: CancelRequest | ModifyRequest) -> None:
+        # Called inside OrderManager calls: only queue, the work happens in pump().
+        if isinstance(request, CancelRequest):
+            self._cancels.append((request.client_order_id, request.reason))
+        else:
+            self._modifies.append(request)
+
+    # ------------------------------------------------------------------ the pump
+    def pump(self, *, poll: bool | None = None) -> None:
+        """Send, cancel, poll (every `poll_interval`, or when `poll`) and release waiting orders.
+
+        An unreachable venue never raises out of here: what could not be done is tried again
+        at the next pump (the circuit breaker counts the failures).
+        """
+        due = self._clock() - self._last_poll >= self.venue.settings.poll_interval
+        polling = bool(poll) or (poll is None and due)
+        stages = [self._reconnect] if self._resync else []
+        self._resync = False
+        stages += [self._apply_modifies, self.flush_cancels, self._send_new]
+        # Cancels go before sends: a replacement must not meet the coins its predecessor holds.
+        if polling:
+            self._last_poll = self._clock()
+            stages.append(self.poll)
+        stages += [self._release_held, self._send_new]
+        for stage in stages:
+            try:
+                stage()
+            except VenueUnavailable as exc:
+                log.warning("%s: %s; tried again at the next pump", stage.__name__, exc)
+
+    def poll(self) -> None:
+        """Read the venue's state of every working order and report what changed."""
+        symbols = {t.symbol for t in self._tracked.values() if t.state in ("live", "unconfirmed", "local")}
+        for symbol in sorted(symbols):
+            self._poll_symbol(symbol)
+        self.refresh_balances()
+
+    def refresh_balances(self) -> None:
+        self.balances = self.venue.balances()
+
+    def _poll_symbol(self, symbol: str) -> None:
+        mine = [t for t in self._tracked.values() if t.symbol == symbol]
+        for t in [t for t in mine if t.state == "unconfirmed"]:
+            found = self.venue.lookup(symbol, str(t.order.client_order_id))
+            t.state = "new" if found is None else "live"
+            if found is not None:
+                self._apply(t, found)
+        live = [t for t in mine if t.state == "live"]
+        if live:
+            open_now = {o.venue_id: o for o in self.venue.open_orders(symbol)}
+            seen = [(t, open_now.get(t.venue_id or "") or self.venue.fetch(symbol, t.venue_id or "")) for t in live]
+            # Fills first: the fill of one OCO leg explains why the venue expired the other.
+            for t, vo in sorted(seen, key=lambda p: p[1] is None or p[1].filled <= p[0].reported):
+                if vo is not None:
+                    self._apply(t, vo)
+        local = [t for t in mine if t.state == "local" and t.order.is_open]
+        if local:
+            self._check_local(symbol, local, self.venue.last_price(symbol))
+
+    # ------------------------------------------------------------------ sending
+    def _send_new(self) -> None:
+        for t in [t for t in self._tracked.values() if t.state == "new"]:
+            if not t.order.is_open:
+                t.state = "done"
+                continue
+            if not t.reduce_only and not self.venue.breaker.allows_entries():
+                self._reject(t, f"{CIRCUIT_OPEN}: new entries halted after repeated venue failures "
+                                f"({self.venue.breaker.last_failure})")
+                continue
+            try:
+                if self._crossed(t):
+                    t.as_market = True  # a stop the market is already through executes now
+                request = self._request(t)
+                self._check(t, request)
+            except OrderRefused as exc:
+                self._reject(t, exc.reason)
+                continue
+            except VenueUnavailable as exc:
+                log.warning("%s not sent yet: %s", t.order.client_order_id, exc)  # nothing sent: try again later
+                continue
+            try:
+                vo = self.venue.place(request)
+            except OrderRefused as exc:
+                if exc.code == "WOULD_TRIGGER_NOW" and t.reduce_only and not t.as_market:
+                    t.as_market = True  # sent again at the next pass, at market
+                    continue
+                self._reject(t, exc.reason)
+                continue
+            except VenueUnavailable as exc:
+                log.error("%s: placement outcome unknown (%s); looking it up before any resend",
+                          t.order.client_order_id, exc)
+                t.state = "unconfirmed"
+                continue
+            t.state = "live"
+            self._apply(t, vo)
+
+    def _crossed(self, t: _Tracked) -> bool:
+        """True for a protective stop whose trigger the last price has already passed."""
+        o = t.order
+        if not t.reduce_only or t.as_market or o.order_type not in _STOPS or o.stop_price is None:
+            return False
+        last = self.venue.last_price(t.symbol)
+        return last >= o.stop_price if o.side is OrderSide.BUY else last <= o.stop_price
+
+    def _request(self, t: _Tracked) -> PlaceRequest:
+        o, v = t.order, self.venue
+        kind = "market" if t.as_market else _KINDS.get(o.order_type)
+        if kind is None:
+            raise OrderRefused("UNSUPPORTED_ORDER_TYPE", f"{o.order_type.value} orders are not sent to {v.exchange.id}")
+        amount = v.round_amount(t.symbol, o.remaining)
+        if amount != o.remaining and amount > 0:
+            self.orders.on_modified(o.client_order_id, quantity=o.filled_qty + amount)
+        price = v.round_price(t.symbol, o.price) if o.price is not None and kind != "market" else None
+        stop = v.round_price(t.symbol, o.stop_price) if o.stop_price is not None and kind != "market" else None
+        return PlaceRequest(t.symbol, o.side.value, kind, amount, str(o.client_order_id), price, stop, t.reduce_only)
+
+    def _check(self, t: _Tracked, r: PlaceRequest) -> None:
+        if r.kind == "stop":
+            assert r.stop_price is not None
+            ref = r.stop_price if self._contract(r.symbol) else self.venue.stop_limit_price(
+                r.symbol, r.side, r.stop_price)
+        else:
+            ref = r.price or t.reference_price or self.venue.last_price(r.symbol)
+        self.venue.check(r.symbol, r.amount, ref)  # type: ignore[arg-type]
+
+    def _reject(self, t: _Tracked, reason: str) -> None:
+        t.state = "done"
+        log.warning("%s rejected: %s", t.order.client_order_id, reason)
+        if t.order.is_open:
+            self.orders.on_rejected(t.order.client_order_id, reason)
+
+    # ------------------------------------------------------------------ venue facts
+    def _apply(self, t: _Tracked, vo: VenueOrder) -> None:
+        """Report what the venue says of one order that the manager does not know yet."""
+        o, om, cid = t.order, self.orders, t.order.client_order_id
+        t.venue_id = vo.venue_id
+        if o.status is OrderStatus.NEW and vo.status != "rejected":
+            om.on_accepted(cid, vo.venue_id)
+        if vo.filled > t.reported:
+            self._report_fills(t, vo)
+        if not o.is_open or vo.status == "open":
+            if not o.is_open:
+                t.state = "done"
+            return
+        t.state = "done"
+        asked = t.cancel_reason is not None or o.status is OrderStatus.PENDING_CANCEL
+        if vo.status == "canceled" or (vo.status == "expired" and asked):
+            om.on_cancelled(cid, t.cancel_reason or ("OCO" if o.oco_id else "VENUE"))
+        elif vo.status == "expired":
+            om.on_expired(cid)
+        elif vo.status == "rejected":
+            om.on_rejected(cid, "VENUE_REJECTED")
+
+    def _report_fills(self, t: _Tracked, vo: VenueOrder) -> None:
+        trades = list(vo.trades)
+        if sum((x.amount for x in trades), ZERO) < vo.filled:
+            trades = self.venue.trades(t.symbol, vo.venue_id)
+        for trade in sorted(trades, key=lambda x: x.ts):
+            if trade.trade_id in t.seen_trades or not t.order.is_open:
+                continue
+            t.seen_trades.add(trade.trade_id)
+            qty = min(trade.amount, t.order.remaining)
+            if qty > 0:
+                self._fill(t, qty, trade.price, trade.fee, trade.trade_id, trade.ts)
+        rest = min(vo.filled - t.reported, t.order.remaining)
+        if rest > 0 and vo.status != "open" and vo.average:
+            # The venue closed the order but its trade list lags: book the rest at the average.
+            self._fill(t, rest, vo.average, ZERO, None, datetime.now(UTC))
+
+    def _fill(self, t: _Tracked, qty: Decimal, price: Decimal, fee: Decimal, trade_id: str | None,
+              ts: datetime) -> None:
+        t.reported += qty
+        self.positions[t.symbol] += t.order.side.sign * qty
+        self.orders.on_fill(t.order.client_order_id, qty, price, fee, trade_id=trade_id, ts=ts)
+
+    # ------------------------------------------------------------------ cancels and modifies
+    def flush_cancels(self) -> None:
+        """Carry out the cancels asked for so far (also called by the broker right after a cancel)."""
+        for _ in range(len(self._cancels)):
+            cid, reason = self._cancels.popleft()
+            t = self._tracked.get(cid)
+            if t is None or t.state == "done" or not t.order.is_open:
+                continue
+            t.cancel_reason = reason
+            if t.state in ("held", "new", "local"):
+                t.state = "done"
+                self.orders.on_cancelled(cid, reason)
+                continue
+            try:
+                if t.state == "unconfirmed":
+                    found = self.venue.lookup(t.symbol, str(cid))
+                    if found is None:
+                        t.state = "done"
+                        self.orders.on_cancelled(cid, reason)
+                        continue
+                    t.venue_id = found.venue_id
+                vo = self.venue.cancel(t.symbol, t.venue_id or "")
+            except VenueUnavailable as exc:
+                log.warning("cancel of %s failed (%s); retrying at the next pump", cid, exc)
+                self._cancels.append((cid, reason))
+                continue
+            if vo is not None:
+                self._apply(t, vo)
+
+    def _apply_modifies(self) -> None:
+        while self._modifies:
+            req = self._modifies.popleft()
+            t = self._tracked.get(req.client_order_id)
+            if t is None or not t.order.is_open:
+                continue
+            if t.state in ("held", "new", "local"):
+                self.orders.on_modified(req.client_order_id, quantity=req.quantity, price=req.price,
+                                        stop_price=req.stop_price)
+            else:
+                log.warning("%s: amending a working order is not supported on %s; left as it is",
+                            req.client_order_id, self.venue.exchange.id)
+
+    # ------------------------------------------------------------------ protective orders
+    def _contract(self, symbol: str) -> bool:
+        return bool(self.venue.market(symbol).get("contract"))
+
+    def _release_held(self) -> None:
+        held = [t for t in self._tracked.values() if t.state == "held" and t.order.is_open]
+        done: set[ClientOrderId] = set()
+        for t in held:
+            if t.order.client_order_id in done:
+                continue
+            cover = self._coverable(t)
+            if cover <= 0:
+                continue
+            sibling = self._tracked.get(t.order.oco_id) if t.order.oco_id else None
+            pair = sibling is not None and sibling.state == "held" and sibling.order.is_open
+            if pair:
+                assert sibling is not None
+                done.add(sibling.order.client_order_id)
+                self._release_pair(t, sibling, cover)
+            else:
+                self._release_one(t, cover)
+
+    def _coverable(self, t: _Tracked) -> Decimal:
+        """How much of the position a reduce-only order may close now (0: not yet)."""
+        pos = self.positions.get(t.symbol, ZERO)
+        if pos == 0 or (pos > 0) == (t.order.side is OrderSide.BUY):
+            return ZERO
+        cover = min(abs(pos), t.order.remaining)
+        m = self.venue.market(t.symbol)
+        if m.get("spot") and t.order.side is OrderSide.SELL:
+            free = self.balances.get(m["base"], (ZERO, ZERO))[0]
+            cover = min(cover, free)
+        return self.venue.round_amount(t.symbol, cover)
+
+    def _shrink(self, t: _Tracked, cover: Decimal) -> None:
+        if cover < t.order.remaining:
+            self.orders.on_modified(t.order.client_order_id, quantity=t.order.filled_qty + cover)
+
+    def _release_one(self, t: _Tracked, cover: Decimal) -> None:
+        self._shrink(t, cover)
+        if t.order.order_type in _STOPS and not self.venue.supports_stop(t.symbol):
+            t.state = "local"
+        else:
+            t.state = "new"
+
+    def _release_pair(self, a: _Tracked, b: _Tracked, cover: Decimal) -> None:
+        stop, target = (a, b) if a.order.order_type in _STOPS else (b, a)
+        if stop.order.order_type not in _STOPS or target.order.order_type is not OrderType.LIMIT:
+            self._release_one(a, cover)
+            self._release_one(b, cover)
+            return
+        self._shrink(stop, cover)
+        self._shrink(target, cover)
+        if self._crossed(stop):
+            stop.as_market, stop.state, target.state = True, "new", "local"  # exit now; the fill cancels the target
+        elif self.venue.supports_oco(stop.symbol):
+            self._place_oco(stop, target, cover)
+        elif self._contract(stop.symbol):
+            stop.state = target.state = "new"  # no lock on derivatives: both rest, a fill cancels the other
+        else:
+            self._release_one(stop, cover)
+            target.state = "local"  # spot: the stop holds the coins; the target is watched here
+
+    def _place_oco(self, stop: _Tracked, target: _Tracked, amount: Decimal) -> None:
+        v, so = self.venue, stop.order
+        side = so.side.value
+        trigger = v.round_price(stop.symbol, so.stop_price)  # type: ignore[arg-type]
+        limit = v.round_price(stop.symbol, so.price) if so.price is not None else v.stop_limit_price(
+            stop.symbol, side, trigger)
+        tp = v.round_price(stop.symbol, target.order.price)  # type: ignore[arg-type]
+        ids = (str(target.order.client_order_id), str(so.client_order_id))
+        try:
+            v.check(stop.symbol, amount, min(limit, tp))
+            request = ccxt_binance.oco_request(v.exchange, v.market(stop.symbol), side=side, amount=amount,
+                                               take_profit=tp, stop=trigger, stop_limit=limit,
+                                               tp_client_id=ids[0], sl_client_id=ids[1])
+            legs = v.place_oco(stop.symbol, request, ids)
+        except OrderRefused as exc:
+            self._reject(stop, exc.reason)
+            self._reject(target, exc.reason)
+            return
+        except VenueUnavailable:
+            stop.state = target.state = "unconfirmed"
+            return
+        stop.state = target.state = "live"
+        for leg in legs:
+            self._apply(target if leg.client_id == ids[0] else stop, leg)
+
+    def _check_local(self, symbol: str, local: list[_Tracked], price: Decimal) -> None:
+        for t in local:
+            o = t.order
+            if not o.is_open:
+                continue
+            buy = o.side is OrderSide.BUY
+            if o.order_type in _STOPS:
+                hit = price >= o.stop_price if buy else price <= o.stop_price  # type: ignore[operator]
+            else:
+                hit = price <= o.price if buy else price >= o.price  # type: ignore[operator]
+            if not hit:
+                continue
+            sibling = self._tracked.get(o.oco_id) if o.oco_id else None
+            if sibling is not None and sibling.state == "live" and sibling.order.is_open:
+                sibling.cancel_reason = "OCO"
+                vo = self.venue.cancel(sibling.symbol, sibling.venue_id or "")
+                if vo is not None:
+                    self._apply(sibling, vo)  # a fill of the sibling cancels this order instead
+            if o.is_open and o.status is not OrderStatus.PENDING_CANCEL:
+                log.info("%s: %s reached %s locally; sending it", o.client_order_id, symbol, price)
+                t.as_market = o.order_type is OrderType.STOP
+                t.state = "new"
+        self._send_new()
+
+    # ------------------------------------------------------------------ breaker and reconnection
+    def _on_halt(self, detail: str) -> None:
+        self.halted_reason = detail
+        self._publish(Halted(ts=datetime.now(UTC), reason=CIRCUIT_OPEN, detail=detail))
+
+    def _on_resume(self) -> None:
+        self.halted_reason = ""
+        self._resync = True
+        self._publish(Resumed(ts=datetime.now(UTC), reason="CIRCUIT_CLOSED"))
+
+    def _publish(self, event: Any) -> None:
+        if self.bus is not None:
+            self.bus.publish(event)
+
+    def _reconnect(self) -> None:
+        """After an outage: resynchronise the clock and read every working order again."""
+        self.venue.sync_time()
+        self.poll()

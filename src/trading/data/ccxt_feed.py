@@ -1,0 +1,252 @@
+"""Live bars from a ccxt exchange: closed candles only, warm-up history first.
+
+`CcxtOHLCVProducer` is an asyncio task (like `ReplayProducer`) that polls the exchange's OHLCV
+at each timeframe boundary and hands every new *closed* candle to a `LiveGate`; one
+`CcxtLiveFeed` per symbol takes them from the gate inside Cerebro's thread.
+
+* Closed only: a candle is delivered once its close (open + timeframe) is at or before the
+  exchange's server time (`fetch_time`); the forming candle the API also returns is dropped.
+* Warm-up: at start the last `warmup` closed candles are delivered first, flagged as history,
+  so indicators are ready on the first live bar. History is never traded: while a feed
+  delivers it, `feed.backfilling` is True and the live broker rejects orders (``WARMUP``).
+  Candles caught up after an outage, all but the newest, count as history too.
+* One step at a time: the candles of every symbol for one time go through the gate together,
+  so several symbols stay aligned as in a backtest.
+* The feed is live (`islive`): between candles it returns to Cerebro's loop every `qcheck`
+  seconds, so the broker can poll the venue while the strategy waits for the next bar.
+* Network failures are retried with backoff and never end the feed; `stop()` ends it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import backtrader as bt
+import pandas as pd
+
+from trading.data.feed import datetime_to_num
+from trading.data.timeframes import parse_timeframe, timeframe_seconds
+
+log = logging.getLogger(__name__)
+Bar = tuple[int, float, float, float, float, float, bool]  # open ms, o, h, l, c, v, historical
+_END = object()
+_BT_FRAMES = {"s": (bt.TimeFrame.Seconds, 1), "m": (bt.TimeFrame.Minutes, 1), "h": (bt.TimeFrame.Minutes, 60),
+              "d": (bt.TimeFrame.Days, 1), "w": (bt.TimeFrame.Weeks, 1)}
+
+
+class LiveGate:
+    """Hands one time step's bars to every symbol's feed at once (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending: dict[str, deque[Bar]] = defaultdict(deque)
+        self._finished = False
+
+    def deliver(self, step: Mapping[str, Bar]) -> None:
+        with self._cond:
+            for symbol, bar in step.items():
+                self._pending[symbol].append(bar)
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        with self._cond:
+            self._finished = True
+            self._cond.notify_all()
+
+    def has(self, symbol: str) -> bool:
+        with self._cond:
+            return bool(self._pending[symbol])
+
+    def take(self, symbol: str, timeout: float) -> Bar | object | None:
+        """The next bar of `symbol`; None if none came within `timeout`; `_END` once finished."""
+        with self._cond:
+            if not self._pending[symbol] and not self._finished and timeout > 0:
+                self._cond.wait(timeout)
+            if self._pending[symbol]:
+                return self._pending[symbol].popleft()
+            return _END if self._finished else None
+
+
+class CcxtLiveFeed(bt.feeds.DataBase):
+    """A backtrader feed of one symbol's closed candles from a `LiveGate` (see the module docstring)."""
+
+    params = (("gate", None), ("symbol", None), ("timeframe_str", "1h"), ("qcheck", 0.5))
+
+    def __init__(self) -> None:
+        super().__init__()
+        n, unit = parse_timeframe(self.p.timeframe_str)
+        frame, mult = _BT_FRAMES[unit]
+        self._timeframe, self._compression = frame, n * mult
+        self.backfilling = True
+        self.delivered = 0
+
+    def islive(self) -> bool:
+        return True
+
+    def haslivedata(self) -> bool:
+        return self.p.gate.has(self._symbol())
+
+    def _symbol(self) -> str:
+        return self.p.symbol or self._name
+
+    def start(self) -> None:
+        super().start()
+        self._tick_nullify()
+        self.put_notification(self.DELAYED)
+
+    def _load(self) -> bool | None:
+        item = self.p.gate.take(self._symbol(), self._qcheck)
+        if item is _END:
+            return False
+        if item is None:
+            return None
+        ms, o, h, low, c, v, historical = item  # type: ignore[misc]
+        if self.backfilling and not historical:
+            self.put_notification(self.LIVE)
+        self.backfilling = historical
+        lines = self.lines
+        lines.datetime[0] = datetime_to_num_ms(ms)
+        lines.open[0], lines.high[0], lines.low[0], lines.close[0], lines.volume[0] = o, h, low, c, v
+        lines.openinterest[0] = 0.0
+        self.delivered += 1
+        return True
+
+
+def datetime_to_num_ms(ms: int) -> float:
+    """A backtrader day number from epoch milliseconds (UTC)."""
+    return float(datetime_to_num(pd.DatetimeIndex([pd.Timestamp(ms, unit="ms", tz="UTC")]))[0])
+
+
+class CcxtOHLCVProducer:
+    """Poll closed candles of `symbols` (bot symbol -> ccxt symbol) into `gate` (see the module docstring).
+
+    `exchange` is a ``ccxt.async_support`` exchange (closed by `run` when it ends, if `owns`).
+    `max_wait` caps one sleep, so a clock that runs faster than real time (tests) is followed.
+    """
+
+    def __init__(
+        self,
+        exchange: Any,
+        symbols: Mapping[str, str],
+        timeframe: str,
+        gate: LiveGate,
+        *,
+        warmup: int = 200,
+        settle: float = 1.0,
+        max_wait: float = 30.0,
+        retry_delay: float = 1.0,
+        owns: bool = True,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if warmup < 0:
+            raise ValueError(f"warmup must be 0 or more bars, got {warmup}")
+        self.exchange, self.symbols, self.gate = exchange, dict(symbols), gate
+        self.timeframe, self.tf_ms = timeframe, timeframe_seconds(timeframe) * 1000
+        self.warmup, self.settle_ms, self.max_wait = warmup, int(settle * 1000), max_wait
+        self.retry_delay, self.owns, self._sleep = retry_delay, owns, sleep
+        self._stopped = False
+        self.last_open: int | None = None  # open time of the last delivered candle
+        self.delivered = 0
+        self.failures = 0
+
+    def stop(self) -> None:
+        """End the feeds after the bars already delivered; thread-safe."""
+        self._stopped = True
+        self.gate.finish()
+
+    async def run(self) -> None:
+        """Deliver the warm-up, then every closed candle until `stop()` (the feeds end then)."""
+        try:
+            await self._retrying(self._warm_up)
+            while not self._stopped:
+                await self._retrying(self._next_candles)
+        finally:
+            self.gate.finish()
+            if self.owns:
+                await self.exchange.close()
+
+    async def _retrying(self, step: Callable[[], Awaitable[None]]) -> None:
+        from ccxt.base.errors import OperationFailed
+
+        delay = self.retry_delay
+        while not self._stopped:
+            try:
+                await step()
+                self.failures = 0
+                return
+            except OperationFailed as exc:  # network errors, timeouts, 429, 5xx: retry, never end
+                self.failures += 1
+                log.warning("live feed: %s failed (%s); retrying in %.1fs", step.__name__, exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    async def server_ms(self) -> int:
+        return int(await self.exchange.fetch_time())
+
+    async def _warm_up(self) -> None:
+        now = await self.server_ms()
+        last_closed = (now // self.tf_ms) * self.tf_ms - self.tf_ms
+        if self.warmup == 0:
+            self.last_open = last_closed
+            return
+        since = last_closed - (self.warmup - 1) * self.tf_ms
+        candles = {sym: await self._fetch(unified, since, now) for sym, unified in self.symbols.items()}
+        self._deliver(candles, now, historical=True)
+        self.last_open = int(max((c[-1][0] for c in candles.values() if c), default=last_closed))
+
+    async def _next_candles(self) -> None:
+        assert self.last_open is not None
+        due = self.last_open + 2 * self.tf_ms + self.settle_ms  # the next candle's close, plus settling
+        while not self._stopped:
+            now = await self.server_ms()
+            if now >= due:
+                break
+            await self._sleep(min((due - now) / 1000, self.max_wait))
+        if self._stopped:
+            return
+        since = self.last_open + self.tf_ms
+        candles = {sym: await self._fetch(unified, since, now) for sym, unified in self.symbols.items()}
+        if not any(candles.values()):
+            await self._sleep(min(1.0, self.max_wait))  # the exchange has not published it yet
+            return
+        self._deliver(candles, now, historical=False)
+        self.last_open = int(max(c[-1][0] for c in candles.values() if c))
+
+    async def _fetch(self, symbol: str, since: int, now: int) -> list[list[float]]:
+        """Closed candles of `symbol` from `since` on, paging through the exchange's limit."""
+        out: list[list[float]] = []
+        cursor = since
+        while cursor + self.tf_ms <= now:
+            page = await self.exchange.fetch_ohlcv(symbol, self.timeframe, since=cursor, limit=1000)
+            page = [c for c in page if c[0] >= cursor and c[0] + self.tf_ms <= now]  # closed only
+            if not page:
+                break
+            out.extend(page)
+            cursor = int(page[-1][0]) + self.tf_ms
+        return out
+
+    def _deliver(self, candles: Mapping[str, list[list[float]]], now: int, *, historical: bool) -> None:
+        rows = {sym: {int(c[0]): c for c in cs} for sym, cs in candles.items()}
+        times = sorted({t for r in rows.values() for t in r})
+        for t in times:
+            stale = historical or t + 2 * self.tf_ms <= now  # a newer candle has closed since
+            step = {sym: (t, float(c[1]), float(c[2]), float(c[3]), float(c[4]), float(c[5] or 0.0), stale)
+                    for sym, r in rows.items() if (c := r.get(t)) is not None}
+            self.gate.deliver(step)
+            self.delivered += 1
+        if times:
+            log.info("live feed: %d %s step(s) up to %s%s", len(times), self.timeframe,
+                     datetime.fromtimestamp(times[-1] / 1000, UTC).isoformat(), " (history)" if historical else "")
+
+
+def start_in_thread(producer: CcxtOHLCVProducer) -> threading.Thread:
+    """Run the producer on its own event loop in a daemon thread (when no asyncio loop hosts it)."""
+    thread = threading.Thread(target=lambda: asyncio.run(producer.run()), name="ccxt-live-feed", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,66 @@
+"""Build the ccxt adapter against the fake exchange: the real ccxt client over HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from tests.fakes.fake_exchange import API_KEY, API_SECRET, FakeExchange
+from trading.brokers.ccxt_config import CcxtSettings, credentials_from_env, settings_from_broker
+from trading.brokers.ccxt_execution import CcxtExecution
+from trading.brokers.ccxt_venue import CcxtVenue
+from trading.bus import EventBus
+from trading.events import Event
+from trading.order_manager import OrderManager
+from trading.orders import ClientOrderId, Order, OrderSide, OrderType
+
+ENV = {"BINANCE_TESTNET_API_KEY": API_KEY, "BINANCE_TESTNET_API_SECRET": API_SECRET}
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def section(fake: FakeExchange, **ccxt: Any) -> dict[str, Any]:
+    """A broker section for the fake: fast retries, no client-side spacing, poll on every pump."""
+    own = {"urls": fake.api_urls(), "poll_interval": 0.0, "rate_limit_ms": 1, "timeout_ms": 2000,
+           "retry": {"attempts": 4, "base_delay": 0.01, "max_delay": 0.05}, **ccxt}
+    return {"type": "binance", "trading_mode": "paper", "ccxt": own}
+
+
+@dataclass
+class Rig:
+    """The adapter, its OrderManager and every event published on the bus."""
+
+    fake: FakeExchange
+    venue: CcxtVenue
+    execution: CcxtExecution
+    orders: OrderManager
+    events: list[Event] = field(default_factory=list)
+    sleeps: list[float] = field(default_factory=list)
+
+    def order(self, leg: str, side: OrderSide, kind: OrderType, qty: str, *, price: str | None = None,
+              stop: str | None = None, n: int = 0) -> Order:
+        return Order(
+            client_order_id=ClientOrderId.for_signal("test", "BTCUSDT", T0, leg, n),
+            symbol="BTCUSDT", side=side, order_type=kind, quantity=Decimal(qty),
+            price=None if price is None else Decimal(price), stop_price=None if stop is None else Decimal(stop),
+            tag=leg,
+        )
+
+    def of_type(self, cls: type[Event]) -> list[Event]:
+        return [e for e in self.events if isinstance(e, cls)]
+
+
+def build(fake: FakeExchange, *, connect: bool = True, **ccxt: Any) -> Rig:
+    """The whole adapter against `fake`; sleeps are recorded, not slept (backoff stays testable and fast)."""
+    settings: CcxtSettings = settings_from_broker("binance", section(fake, **ccxt))
+    sleeps: list[float] = []
+    venue = CcxtVenue(settings, credentials_from_env(settings, ENV), sleep=sleeps.append)
+    bus = EventBus()
+    events: list[Event] = []
+    bus.subscribe(events.append, inline=True, name="recorder")
+    orders = OrderManager(bus)
+    execution = CcxtExecution(venue, orders, bus=bus)
+    if connect:
+        execution.connect()
+    return Rig(fake, venue, execution, orders, events, sleeps)
