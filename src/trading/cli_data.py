@@ -40,14 +40,13 @@ def _fail(exc: BaseException) -> typer.Exit:
 
 @data_app.command("download")
 def download_cmd(
-    exchange: Annotated[str, typer.Option(help="ccxt exchange id, e.g. binance, kraken.")] = "binance",
+    exchange: Annotated[str, typer.Option(help="ccxt exchange id: binance, binanceusdm (futures), kraken...")] = "binance",
     symbol: Annotated[str, typer.Option(help="Market, e.g. BTC/USDT (or the venue's id BTCUSDT).")] = "BTC/USDT",
     timeframe: Annotated[str, typer.Option(help="Candle length, e.g. 1m, 1h, 1d.")] = "1h",
     since: Annotated[str, typer.Option(help="First candle (ISO date or datetime, UTC).")] = "2024-01-01",
     until: Annotated[str | None, typer.Option(help="Last candle (default: the last closed one).")] = None,
     fmt: Annotated[Format, typer.Option("--format", help="File format.")] = Format.csv,
     out: Annotated[Path, typer.Option(help="Folder of the files.")] = Path("data"),
-    market: Annotated[str, typer.Option(help="spot or future (USDⓈ-M perpetuals).")] = "spot",
     api_host: Annotated[str | None, typer.Option(help="Send the requests to this host (proxy, mirror).")] = None,
 ) -> None:
     """Download closed candles; an existing file gets only the candles after its last bar."""
@@ -57,7 +56,7 @@ def download_cmd(
     end = _when(until, "--until")
     assert start is not None
     try:
-        client = open_exchange(exchange, market=market, api_host=api_host)
+        client = open_exchange(exchange, api_host=api_host)
     except (ImportError, ValueError) as exc:
         raise _fail(exc) from None
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())

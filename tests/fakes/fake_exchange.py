@@ -2,7 +2,9 @@
 
 Implements what the ccxt adapter, the live feed and `atf data download` use: ``ping``,
 ``time``, ``exchangeInfo``, ``klines``, ``ticker/24hr`` and the signed ``account``,
-``order`` (POST/GET/DELETE), ``openOrders``, ``myTrades``, ``orderList/oco``. Signed requests
+``order`` (POST/GET/DELETE), ``openOrders``, ``allOrders``, ``myTrades``, ``orderList/oco``.
+With ``client_id_lookup=False`` it behaves like a venue that cannot fetch an order by its
+client order id (the adapter must then search the order lists). Signed requests
 are checked like Binance does: the ``X-MBX-APIKEY`` header, the HMAC-SHA256 signature and the
 timestamp against the server clock and ``recvWindow`` (-1021 when the client clock is off).
 
@@ -45,7 +47,8 @@ API_SECRET = "fake-api-secret-9876543210"
 INTERVALS = {"1s": 1_000, "1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
              "1h": 3_600_000, "2h": 7_200_000, "4h": 14_400_000, "6h": 21_600_000, "12h": 43_200_000,
              "1d": 86_400_000, "1w": 604_800_000}
-SIGNED = {"/api/v3/account", "/api/v3/order", "/api/v3/openOrders", "/api/v3/myTrades", "/api/v3/orderList/oco"}
+SIGNED = {"/api/v3/account", "/api/v3/order", "/api/v3/openOrders", "/api/v3/allOrders", "/api/v3/myTrades",
+          "/api/v3/orderList/oco"}
 
 
 @dataclass
@@ -72,6 +75,7 @@ class FakeExchange:
         balances: dict[str, str] | None = None,
         check_timestamp: bool = True,
         hang_seconds: float = 1.5,
+        client_id_lookup: bool = True,
     ) -> None:
         self.clock = FakeClock(start_ms, speed)
         self.tick_ms = tick_ms
@@ -83,6 +87,7 @@ class FakeExchange:
         }
         self.engine = Engine(self.clock, self.markets, paths, balances or {"USDT": "10000", "BTC": "0"})
         self.check_timestamp, self.hang_seconds = check_timestamp, hang_seconds
+        self.client_id_lookup = client_id_lookup  # False: GET order by origClientOrderId is refused
         self.requests: list[Request] = []
         self._faults: dict[tuple[str, str], deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
@@ -199,7 +204,12 @@ class FakeExchange:
         if route == ("POST", "/api/v3/order"):
             return _order_json(e.new_order(p), full=True)
         if route == ("GET", "/api/v3/order"):
+            if "origClientOrderId" in p and not self.client_id_lookup:
+                raise FakeError(400, -1102, "Mandatory parameter 'orderId' was not sent, was empty/null, or malformed.")
             return _order_json(e.find(p["symbol"], p.get("orderId"), p.get("origClientOrderId")))
+        if route == ("GET", "/api/v3/allOrders"):
+            since = int(p.get("startTime", "0"))
+            return [_order_json(o) for o in e.orders.values() if o.symbol == p["symbol"] and o.time >= since]
         if route == ("DELETE", "/api/v3/order"):
             return _order_json(e.cancel(p["symbol"], p.get("orderId"), p.get("origClientOrderId")))
         if route == ("GET", "/api/v3/openOrders"):

@@ -7,7 +7,7 @@ the mode; the adapter's own knobs sit under `broker.ccxt`::
       type: binance
       trading_mode: paper        # paper: the venue's testnet; live: real money
       testnet: true              # default: trading_mode == paper
-      ccxt: {market: spot, poll_interval: 2.0, requests_per_minute: 600}
+      ccxt: {poll_interval: 2.0, requests_per_minute: 600}
 
 Credentials never come from the YAML: they are read from ``<PREFIX>_API_KEY`` and
 ``<PREFIX>_API_SECRET`` (``<PREFIX>_TESTNET_API_KEY`` / ``..._SECRET`` on the testnet, plus
@@ -55,7 +55,6 @@ class CcxtSettings(_Strict):
     exchange: str = Field(description="ccxt exchange id, e.g. binance, binanceusdm, kraken.")
     trading_mode: Literal["paper", "live"] = "paper"
     testnet: bool = Field(description="Use the venue's sandbox (ccxt set_sandbox_mode).")
-    market: Literal["spot", "future"] = Field("spot", description="spot, or future (USDⓈ-M perpetuals).")
     env_prefix: str | None = Field(None, description="Prefix of the credential variables; default: exchange id.")
     timeout_ms: int = Field(10_000, ge=100, description="HTTP timeout of one request, in ms.")
     requests_per_minute: int = Field(600, ge=1, description="Our own request budget on top of ccxt's limiter.")
@@ -85,9 +84,6 @@ class CcxtSettings(_Strict):
 
     @property
     def ccxt_id(self) -> str:
-        """The ccxt class to build: binance futures live in `binanceusdm`."""
-        if self.exchange == "binance" and self.market == "future":
-            return "binanceusdm"
         return self.exchange
 
     @property

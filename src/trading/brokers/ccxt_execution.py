@@ -13,9 +13,11 @@ Rules:
   exists; it is then sent for at most that position (spot: at most the free base balance, since
   a fee paid in the base asset leaves less than was bought).
 * A stop with a target (OCO pair): the venue's OCO list where it has one (Binance spot);
-  on derivatives both legs are sent and the fill of one cancels the other; on spot without OCO
-  the stop rests on the venue and the target is watched locally: when the price reaches it the
-  stop is cancelled and the target sent. A stop the venue cannot hold is watched the same way.
+  otherwise the stop rests on the venue (it holds the coins) and the target is watched
+  locally: when the price reaches it the stop is cancelled and the target sent; a fill of the
+  stop cancels the target. A stop the venue cannot hold is watched the same way. A stop the
+  price has already passed goes out as a market order.
+* Spot markets only: an order for a derivative is rejected (``UNSUPPORTED_MARKET``).
 * An order the venue refused before or at placement is REJECTED with the reason
   (``MIN_NOTIONAL: ...``, ``INSUFFICIENT_BALANCE: ...``). A placement whose outcome is unknown
   stays unconfirmed and is looked up by client order id on every pump; it is sent again only
@@ -157,6 +159,8 @@ class CcxtExecution:
                 stage()
             except VenueUnavailable as exc:
                 log.warning("%s: %s; tried again at the next pump", stage.__name__, exc)
+            except self.venue.ccxt.BaseError as exc:  # an answer we did not expect: keep trading
+                log.error("%s: the venue answered %s: %s", stage.__name__, type(exc).__name__, exc)
 
     def poll(self) -> None:
         """Read the venue's state of every working order and report what changed."""
@@ -234,6 +238,8 @@ class CcxtExecution:
 
     def _request(self, t: _Tracked) -> PlaceRequest:
         o, v = t.order, self.venue
+        if self._contract(t.symbol):
+            raise OrderRefused("UNSUPPORTED_MARKET", f"{t.symbol} is a derivative; the ccxt broker trades spot only")
         kind = "market" if t.as_market else _KINDS.get(o.order_type)
         if kind is None:
             raise OrderRefused("UNSUPPORTED_ORDER_TYPE", f"{o.order_type.value} orders are not sent to {v.exchange.id}")
@@ -247,8 +253,7 @@ class CcxtExecution:
     def _check(self, t: _Tracked, r: PlaceRequest) -> None:
         if r.kind == "stop":
             assert r.stop_price is not None
-            ref = r.stop_price if self._contract(r.symbol) else self.venue.stop_limit_price(
-                r.symbol, r.side, r.stop_price)
+            ref = self.venue.stop_limit_price(r.symbol, r.side, r.stop_price)
         else:
             ref = r.price or t.reference_price or self.venue.last_price(r.symbol)
         self.venue.check(r.symbol, r.amount, ref)  # type: ignore[arg-type]
@@ -402,8 +407,6 @@ class CcxtExecution:
             stop.as_market, stop.state, target.state = True, "new", "local"  # exit now; the fill cancels the target
         elif self.venue.supports_oco(stop.symbol):
             self._place_oco(stop, target, cover)
-        elif self._contract(stop.symbol):
-            stop.state = target.state = "new"  # no lock on derivatives: both rest, a fill cancels the other
         else:
             self._release_one(stop, cover)
             target.state = "local"  # spot: the stop holds the coins; the target is watched here

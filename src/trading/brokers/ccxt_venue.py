@@ -206,7 +206,7 @@ class CcxtVenue:
         by_id = ex.markets_by_id.get(name) if ex.markets_by_id else None
         if by_id:
             return by_id[0]["symbol"]
-        if "/" in name and ":" not in name and self.settings.market == "future":
+        if "/" in name and ":" not in name:  # a perpetual named without its settle currency
             candidate = f"{name}:{name.split('/')[1]}"
             if candidate in ex.markets:
                 return candidate
@@ -303,19 +303,13 @@ class CcxtVenue:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _create(self, req: PlaceRequest) -> dict[str, Any]:
-        market = self.market(req.symbol)
         params: dict[str, Any] = {"clientOrderId": req.client_id}
-        if req.reduce_only and market.get("contract"):
-            params["reduceOnly"] = True
         kind, price = "limit", req.price
         if req.kind == "market":
             kind, price = "market", None
-        elif req.kind == "stop":
+        elif req.kind == "stop":  # spot venues hold a stop as a stop-limit (Binance: STOP_LOSS_LIMIT)
             params["stopLossPrice"] = float(req.stop_price)  # type: ignore[arg-type]
-            if market.get("contract"):
-                kind, price = "market", None  # STOP_MARKET
-            else:
-                price = self.stop_limit_price(req.symbol, req.side, req.stop_price)  # type: ignore[arg-type]
+            price = self.stop_limit_price(req.symbol, req.side, req.stop_price)  # type: ignore[arg-type]
         elif req.kind == "stop_limit":
             params["stopLossPrice"] = float(req.stop_price)  # type: ignore[arg-type]
         return self.exchange.create_order(
@@ -323,13 +317,33 @@ class CcxtVenue:
         )
 
     def lookup(self, symbol: str, client_id: str) -> VenueOrder | None:
-        """Find an order by client order id; None only when the venue says it has none."""
+        """Find an order by client order id; None only when the venue says it has none.
+
+        Venues that cannot fetch by client order id are searched through their open and
+        recent closed orders; when neither is possible the outcome stays unknown
+        (VenueUnavailable), so the caller never sends the order again on a guess.
+        """
+        ccxt = self.ccxt
         try:
             raw = self.call(f"look up {client_id}", self.exchange.fetch_order, None, symbol,
                             {"clientOrderId": client_id})
-        except self.ccxt.OrderNotFound:
+        except ccxt.OrderNotFound:
             return None
+        except (ccxt.NotSupported, ccxt.ArgumentsRequired, ccxt.BadRequest):
+            return self._scan(symbol, client_id)
         return self._order(raw)
+
+    def _scan(self, symbol: str, client_id: str) -> VenueOrder | None:
+        has = self.exchange.has
+        if not (has.get("fetchOpenOrders") and (has.get("fetchClosedOrders") or has.get("fetchOrders"))):
+            raise VenueUnavailable(f"{self.exchange.id} cannot look orders up by client order id ({client_id})")
+        since = self.server_time_ms() - 86_400_000  # the venue's last day, on its own clock
+        closed = self.exchange.fetch_closed_orders if has.get("fetchClosedOrders") else self.exchange.fetch_orders
+        for fetch in (self.exchange.fetch_open_orders, closed):
+            for raw in self.call(f"scan for {client_id}", fetch, symbol, since):
+                if raw.get("clientOrderId") == client_id:
+                    return self._order(raw)
+        return None
 
     def fetch(self, symbol: str, venue_id: str) -> VenueOrder | None:
         try:

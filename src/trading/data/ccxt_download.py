@@ -48,10 +48,9 @@ def file_name(exchange: str, symbol: str, timeframe: str, fmt: str) -> str:
     return f"{exchange}_{symbol.replace('/', '-').split(':')[0]}_{timeframe}.{fmt}"
 
 
-def open_exchange(exchange_id: str, *, market: str = "spot", api_host: str | None = None) -> Any:
+def open_exchange(exchange_id: str, *, api_host: str | None = None) -> Any:
     """A public (no credentials) ccxt client of the real venue; `api_host` sends it elsewhere."""
-    settings = settings_from_broker(exchange_id, {"trading_mode": "live", "testnet": False,
-                                                  "ccxt": {"market": market}})
+    settings = settings_from_broker(exchange_id, {"trading_mode": "live", "testnet": False})
     exchange = build_exchange(settings)
     if api_host:
         exchange.urls["api"] = _rehost(exchange.urls["api"], api_host)

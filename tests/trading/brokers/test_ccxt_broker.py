@@ -8,10 +8,12 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import backtrader as bt
+import pandas as pd
 import pytest
 
 from strategy.base import BaseStrategy
@@ -22,6 +24,7 @@ from trading.brokers.ccxt_config import settings_from_broker
 from trading.brokers.ccxt_venue import build_exchange
 from trading.config import load_config
 from trading.data.ccxt_feed import CcxtLiveFeed, CcxtOHLCVProducer, LiveGate, start_in_thread
+from trading.data.feed import NumpyFeed
 from trading.engine import build_cerebro
 from trading.order_manager import OrderManager
 from trading.orders import OrderStatus
@@ -130,9 +133,17 @@ def test_broker_value_is_the_venues_quote_plus_coins_at_the_last_close(
         monkeypatch.setenv(name, value)
     broker = build_ccxt_broker("binance", section(fake))
     cerebro = bt.Cerebro()
-    broker.cerebro = cerebro
+    frame = pd.DataFrame({"open": [99.0], "high": [101.0], "low": [98.0], "close": [100.5], "volume": [1.0]},
+                         index=pd.DatetimeIndex([pd.Timestamp("2024-01-01", tz="UTC")], name="datetime"))
+    data = cerebro.adddata(NumpyFeed(frame=frame), name="BTCUSDT")
+    data._start()
+    data.next()
+    cerebro.broker = broker
     broker.start()
     assert broker.getcash() == broker.getvalue() == 10_000.0
-    fake.engine.free["BTC"] = fake.engine.free["BTC"] + 2
+
+    fake.engine.free["BTC"] += 2  # coins arrive on the account (a fill, a deposit)
+    fake.engine.free["ETH"] = Decimal(5)  # an asset the bot does not trade
     broker.execution.refresh_balances()
-    assert broker.getvalue() == 10_000.0  # no traded data yet: coins of no traded symbol count nothing
+    assert broker.getcash() == 10_000.0
+    assert broker.getvalue() == 10_000.0 + 2 * 100.5  # the traded coins at the last close only

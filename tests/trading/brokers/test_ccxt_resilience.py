@@ -85,6 +85,19 @@ def test_timeout_after_the_venue_accepted_the_order_never_duplicates_it(fake: Fa
     assert fake.engine.free["USDT"] == D("10000") - D("50") - D("0.05")  # charged once
 
 
+def test_venue_without_lookup_by_client_id_is_searched_instead_of_resent() -> None:
+    with FakeExchange(check_timestamp=False, hang_seconds=0.6, client_id_lookup=False) as fx:
+        fx.script("BTCUSDT", [100.0])
+        rig = build(fx, timeout_ms=300)
+        fx.fault("POST", "/api/v3/order", "timeout_after_accept")
+        order = rig.execution.submit(rig.order("entry", BUY, OrderType.MARKET, "0.5"))
+        rig.execution.pump()
+
+        assert len(fx.calls("GET", "/api/v3/allOrders")) == 1  # found in the order list
+        assert len(fx.calls("POST", "/api/v3/order")) == 1
+        assert order.status is OrderStatus.FILLED
+
+
 def test_timeout_before_the_venue_saw_the_order_sends_it_exactly_once_more(fake: FakeExchange) -> None:
     rig = build(fake, timeout_ms=300)
     fake.fault("POST", "/api/v3/order", "timeout")
