@@ -5,7 +5,11 @@ and the SimBroker with the configured fill model. Only the feed changes: histori
 preloaded (backtest) or bars streamed one by one by `ReplayProducer` (paper replay).
 Cerebro runs in a worker thread; the asyncio loop keeps the producer, `stop()` and
 `emergency_stop()` responsive. The bot's OrderManager and PositionManager hold every order
-and position and publish their events. Live feeds and brokers come with the live issue.
+and position and publish their events. The services the YAML switches on (order log, trade
+ledger, notifier: `trading.bot_services`) listen to the same bus; they start before
+BotStarted and stop after BotStopped. Operators (Telegram) pause and resume entries and
+close positions through the `request_*` methods, which are thread-safe and take effect at
+the next bar. Live feeds and brokers come with the live issue.
 """
 
 from __future__ import annotations
@@ -13,33 +17,29 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import threading
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
 import pandas as pd
 
 from strategy.base import BaseStrategy
-from strategy.mixins.base import OpenTrade
-from strategy.risk_gate import bar_datetime
+from trading.bot_services import BotServices
+from trading.bot_strategy import EMERGENCY_STOP, BotStrategy, SharedControls
+from trading.bt_orders import TradeLabels
 from trading.bus import EventBus
 from trading.config import BotConfig, DataSection
 from trading.data.replay import ReplayFeed, ReplayProducer
 from trading.engine import build_cerebro, collect_result, load_bars
-from trading.events import BotStarted, BotStopped, Event
+from trading.events import BotError, BotStarted, BotStopped
 from trading.exceptions import ATFError
 from trading.order_manager import OrderManager
-from trading.orders import Order, OrderStatus
-from trading.positions import Position, PositionManager
+from trading.positions import PositionManager
 from trading.results import BacktestResult
 
 Mode = Literal["backtest", "paper", "live"]
 STATE_FILE = "state.json"
-EMERGENCY_STOP = "emergency_stop"
 
 
 class LiveTradingRefused(ATFError):
@@ -71,112 +71,6 @@ def live_unavailable(what: str) -> ModeUnavailable:
                            "offline, replay recorded bars with `atf paper CONFIG --replay FILE`")
 
 
-@dataclass
-class _Control:
-    """What the asyncio side and the strategy (worker thread) share."""
-
-    bot: str
-    bus: EventBus | None = None
-    stop_requested: threading.Event = field(default_factory=threading.Event)
-    emergency: threading.Event = field(default_factory=threading.Event)
-    cancel_on_stop: bool = False
-    flattening: bool = False
-    halted: bool = False
-    state: dict[str, Any] | None = None
-
-    def publish(self, event: Event) -> None:
-        if self.bus is not None:
-            self.bus.publish(event)  # never blocks: consumers run on their own queues
-
-
-class BotStrategy(BaseStrategy):
-    """BaseStrategy plus the bot's controls: stop, emergency stop, state snapshot."""
-
-    params = (("control", None),)  # type: ignore[assignment]  # backtrader merges it with the base's
-
-    def next(self) -> None:
-        ctl: _Control = self.p.control
-        if ctl.emergency.is_set() and not ctl.flattening:
-            ctl.flattening = ctl.halted = True
-            self.risk.halt("EMERGENCY_STOP", "emergency stop: orders cancelled, positions closed")
-            self._flatten()
-        super().next()
-        if ctl.flattening and all(b.trade is None for b in self.books):
-            ctl.stop_requested.set()
-        if ctl.stop_requested.is_set():
-            self.env.runstop()  # cerebro ends after this bar; stop() runs next
-
-    def _may_enter(self) -> bool:
-        return not self.p.control.halted
-
-    def _flatten(self) -> None:
-        """Cancel every working order and close every position at the next open."""
-        for book in self.books:
-            trade = book.trade
-            if trade is None:
-                continue
-            if not trade.is_filled:
-                self._cancel_protection(book, with_partial=True, reason=EMERGENCY_STOP.upper())
-                self._cancel_entry_rest(book, EMERGENCY_STOP.upper())
-                book.trade = None
-            elif book.exit_ref is None:
-                self.decisions.append((book.symbol, book.clock.lencount - 1, "exit", EMERGENCY_STOP))
-                self._exit_at_market(book, EMERGENCY_STOP)
-
-    def stop(self) -> None:
-        ctl: _Control = self.p.control
-        self._drain_notifications()
-        om = self.order_manager
-        cancelled = 0
-        if ctl.cancel_on_stop:
-            working = [o for o in om.open_orders() if o.status is not OrderStatus.PENDING_CANCEL]
-            for order in working:
-                held = self._venue.backtrader_order(order.client_order_id)
-                if held is not None:
-                    self._venue.cancel(held, "STOP")
-            self._drain_notifications()
-            cancelled = sum(om.get(o.client_order_id).status is OrderStatus.CANCELLED for o in working)
-        ctl.state = {**self._snapshot(), "cancelled_on_stop": cancelled}
-        super().stop()  # marks what is still open to the last close (end_of_data) in the result
-
-    def _snapshot(self) -> dict[str, Any]:
-        """Return open positions and working orders (from the PositionManager and OrderManager)."""
-        last = {}
-        for book in self.books:
-            n = book.clock.lencount
-            if n:
-                last[book.symbol] = bar_datetime(book.clock.array[n - 1]).isoformat()
-        books = {b.symbol: b for b in self.books}
-        positions = [_position_state(p, books[p.symbol].trade) for p in self.position_manager.open_positions()]
-        orders = [_order_state(o) for o in self.order_manager.open_orders()]
-        return {"last_bar_time": last, "positions": positions, "open_orders": orders}
-
-
-def _num(x: Decimal | None) -> float | None:
-    return None if x is None else float(x)
-
-
-def _position_state(pos: Position, trade: OpenTrade | None) -> dict[str, Any]:
-    """Describe an open position for state.json; the strategy adds its levels and entry tag."""
-    return {
-        "symbol": pos.symbol, "side": pos.side.value, "quantity": float(abs(pos.quantity)),
-        "entry_price": _num(pos.avg_entry_price), "entry_time": pos.opened_ts.isoformat() if pos.opened_ts else None,
-        "trade_id": pos.trade_id, "entries": pos.entries, "realised_pnl": float(pos.realised_pnl),
-        "fees": float(pos.fees), "stop": trade.stop if trade else None,
-        "take_profit": trade.take_profit if trade else None, "entry_tag": trade.entry_tag if trade else None,
-    }
-
-
-def _order_state(order: Order) -> dict[str, Any]:
-    return {
-        "client_order_id": str(order.client_order_id), "symbol": order.symbol, "side": order.side.value,
-        "type": order.order_type.value, "status": order.status.value, "quantity": float(order.quantity),
-        "filled": float(order.filled_qty), "price": _num(order.price), "stop_price": _num(order.stop_price),
-        "tag": order.tag, "parent_id": str(order.parent_id) if order.parent_id else None,
-        "oco_id": str(order.oco_id) if order.oco_id else None,
-    }
-
-
 class BaseTradingBot:
     """Run one bot in backtest, paper (replay) or live mode; see docs/modes.md.
 
@@ -188,6 +82,11 @@ class BaseTradingBot:
     (docs/trading-core.md): the strategy registers each order it sends, the broker's
     notifications become their facts, they publish the order and trade events on `bus`,
     and the state saved at stop is read from them.
+
+    `services` runs what the config switches on (order log, trade ledger, notifier); with
+    no `bus` given and a service on, the bot makes one and closes it when the run ends.
+    `state_dir` is the output folder: state.json, status.json, and the relative paths of
+    the order log and the ledger export.
     """
 
     def __init__(
@@ -212,13 +111,15 @@ class BaseTradingBot:
         self.speed = None if speed in (None, "max") else float(speed)  # type: ignore[arg-type]
         if self.speed is not None and self.speed <= 0:
             raise ValueError(f"speed must be positive or 'max', got {speed}")
-        self.bus = bus
         self.state_dir = Path(state_dir) if state_dir is not None else None
         self.confirm_live = confirm_live
-        self._control = _Control(bot=config.bot.name, bus=bus, cancel_on_stop=cancel_on_stop)
+        self.services = BotServices(config, self.mode, output_dir=self.state_dir, control=self, bus=bus)
+        self.bus = bus = self.services.bus
+        self._control = SharedControls(bot=config.bot.name, bus=bus, cancel_on_stop=cancel_on_stop)
         # The bot's record of orders and positions; the strategy feeds them in every mode.
         self.order_manager = OrderManager(bus)
-        self.position_manager = PositionManager(bus)  # fed by the order manager's fills
+        self._labels = TradeLabels(bus) if bus is not None else None  # exit reason on TradeClosed
+        self.position_manager = PositionManager(self._labels)  # type: ignore[arg-type]  # fed by the fills
         self._pacing = {k: v for k, v in (("clock", clock), ("sleep", sleep)) if v is not None}
         self._producer: ReplayProducer | None = None
         self._feeds: dict[str, ReplayFeed] = {}
@@ -239,20 +140,39 @@ class BaseTradingBot:
         frames = self.frames if self.frames is not None else self._load_frames()
         if self.bus is not None:
             await self.bus.start()
-        self._control.publish(BotStarted(ts=_now(), bot=self.config.bot.name, mode=self.mode))
+        await self._start_services()
+        name = self.config.bot.name
+        self._control.publish(BotStarted(ts=_now(), bot=name, mode=self.mode))
         self._running = True
+        result: BacktestResult | None = None
         try:
             result = await (self._run_replay(frames) if self.mode == "paper" else self._run_backtest(frames))
+        except Exception as exc:
+            self._control.publish(BotError(ts=_now(), error=f"{type(exc).__name__}: {exc}"))
+            self._control.publish(BotStopped(ts=_now(), bot=name, reason="error"))
+            raise
         finally:
             self._running = False
-            self._done.set()
+            if result is None:  # failed or cancelled: the services still stop
+                await self._stop_services(None)
+                self._done.set()
         reason = self.stop_reason or "end_of_data"
         result.diagnostics["mode"] = self.mode
         result.diagnostics["stop_reason"] = reason
         self._write_state(reason)
-        self._control.publish(BotStopped(ts=_now(), bot=self.config.bot.name, reason=reason))
+        self._control.publish(BotStopped(ts=_now(), bot=name, reason=reason))
+        await self._stop_services(result)
         self.result = result
+        self._done.set()
         return result
+
+    async def _start_services(self) -> None:
+        """Start everything that runs beside the strategy (the one place services start)."""
+        await self.services.start(started=_now())
+
+    async def _stop_services(self, result: BacktestResult | None) -> None:
+        """Stop what `_start_services` started (the one place services stop); once per run."""
+        await self.services.stop(result, self.state)
 
     def request_stop(self, reason: str = "stop") -> None:
         """Ask the bot to end after the current bar; thread-safe, returns at once."""
@@ -268,6 +188,34 @@ class BaseTradingBot:
         self.stop_reason = EMERGENCY_STOP
         self._control.halted = True
         self._control.emergency.set()
+
+    def request_stop_entries(self) -> None:
+        """Refuse new entries (and adds) until `request_resume`; open positions keep their exits.
+
+        Thread-safe, returns at once; from the next bar's decisions on, told as Halted(ENTRIES_PAUSED).
+        """
+        self._control.entries_paused = True
+
+    def request_resume(self) -> None:
+        """Allow entries again after `request_stop_entries`, and lift a drawdown halt.
+
+        The drawdown halt is lifted through `RiskController.resume` (the drawdown is then
+        measured from the equity at the resume). A daily-loss halt still ends with its UTC
+        day, and an emergency stop is never resumed. Thread-safe; applied at the next bar.
+        """
+        self._control.entries_paused = False
+        self._control.resume.set()
+
+    def request_force_exit(self, symbol: str | None) -> None:
+        """Close the position in `symbol` (None: every position) at the next bar's open; keep running.
+
+        Working entry orders of the symbol are cancelled; nothing is halted, so later signals
+        trade as usual. Thread-safe, returns at once.
+        """
+        if symbol is not None and symbol not in self.config.bot.symbols:
+            raise ValueError(f"bot '{self.config.bot.name}' does not trade {symbol!r} "
+                             f"(symbols: {', '.join(self.config.bot.symbols)})")
+        self._control.force_exits.append(symbol)
 
     async def stop(self, reason: str = "stop") -> None:
         """End after the current bar, save the state and wait until `start_trading` returns."""
@@ -288,14 +236,16 @@ class BaseTradingBot:
 
     # ------------------------------------------------------------------ runs
     async def _run_backtest(self, frames: dict[str, pd.DataFrame]) -> BacktestResult:
-        cerebro, _ = build_cerebro(self.config, frames, strategy_cls=self._strategy_cls())
+        cerebro, _ = build_cerebro(self.config, frames, strategy_cls=self._strategy_cls(),
+                                   order_logger=self.services.order_logger)
         strat = (await asyncio.to_thread(cerebro.run))[0]
         return collect_result(self.config, _seen(frames, strat), cerebro, strat)
 
     async def _run_replay(self, frames: dict[str, pd.DataFrame]) -> BacktestResult:
         self._feeds = {sym: ReplayFeed() for sym in frames}
         self._producer = ReplayProducer(frames, self._feeds, speed=self.speed, **self._pacing)  # type: ignore[arg-type]
-        cerebro, _ = build_cerebro(self.config, frames, strategy_cls=self._strategy_cls(), feeds=self._feeds)
+        cerebro, _ = build_cerebro(self.config, frames, strategy_cls=self._strategy_cls(), feeds=self._feeds,
+                                   order_logger=self.services.order_logger)
         if self._control.stop_requested.is_set():
             self._producer.stop()
         producer = asyncio.create_task(self._producer.run(), name=f"replay-{self.config.bot.name}")
@@ -315,8 +265,9 @@ class BaseTradingBot:
 
     def _strategy_cls(self) -> type[BotStrategy]:
         # build_cerebro passes only the engine's parameters: bind this bot's control here.
-        params = (("control", self._control), ("bus", self.bus), ("orders", self.order_manager),
-                  ("positions", self.position_manager), ("bot_name", self.config.bot.name))
+        params = (("control", self._control), ("labels", self._labels), ("bus", self.bus),
+                  ("orders", self.order_manager), ("positions", self.position_manager),
+                  ("bot_name", self.config.bot.name))
         return type("BotStrategy", (BotStrategy,), {"params": params})
 
     def _load_frames(self) -> dict[str, pd.DataFrame]:
@@ -333,7 +284,8 @@ class BaseTradingBot:
         from trading.analytics.report import atomic_write_bytes
 
         doc = {"bot": self.config.bot.name, "mode": self.mode, "stopped_at": _now().isoformat(),
-               "stop_reason": reason, "halted": self._control.halted, **state}
+               "stop_reason": reason, "halted": self._control.halted,
+               "entries_paused": self._control.entries_paused, **state}
         self.state_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(self.state_dir / STATE_FILE, (json.dumps(doc, indent=2) + "\n").encode())
 

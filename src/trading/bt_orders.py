@@ -10,12 +10,16 @@ the same bars gives the same ids. From there:
   rejected, expired. The OrderManager publishes the events; its fills feed the
   PositionManager (`feed`).
 * the strategy's cancels and amends go through the OrderManager (`cancel`, `amend`); its
-  `CancelRequest` / `ModifyRequest` come back here and are carried out on the broker, an
-  amend confirmed at once (`OrderModified`) as a venue acknowledges it.
+  `CancelRequest` / `ModifyRequest` come back here and are carried out on the broker
+  (`SimBroker.modify` for amends), an amend confirmed at once (`OrderModified`) as a venue
+  acknowledges it.
+* with `TradeLabels` between the PositionManager and the bus, a `TradeClosed` carries the
+  exit reason of the order whose fill flattened the position and the trade's entry tag.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -25,7 +29,7 @@ from typing import Any
 import backtrader as bt
 
 from strategy.risk_gate import bar_datetime, dec
-from trading.events import OrderFill
+from trading.events import Event, OrderFill, TradeClosed
 from trading.order_links import CancelRequest, ModifyRequest, Request
 from trading.order_manager import OrderManager
 from trading.orders import ClientOrderId, Order, OrderSide, OrderStatus, OrderType
@@ -45,6 +49,27 @@ class Fill:
     fee: float
 
 
+class TradeLabels:
+    """Publish the PositionManager's events, a TradeClosed with the labels of the closing order.
+
+    `BacktraderOrders` names the backtrader order whose fill it is applying (`order`);
+    `labeller(order)` (set by the strategy) returns its exit reason and the trade's entry tag.
+    They are looked up only when that fill closes a position.
+    """
+
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+        self.labeller: Callable[[bt.Order], tuple[str, str]] | None = None
+        self.order: bt.Order | None = None
+
+    def publish(self, event: Event) -> None:
+        if isinstance(event, TradeClosed) and self.order is not None and self.labeller is not None:
+            reason, tag = self.labeller(self.order)
+            event = dataclasses.replace(event, exit_reason=reason or event.exit_reason,
+                                        entry_tag=tag or event.entry_tag)
+        self.bus.publish(event)
+
+
 class BacktraderOrders:
     """Keep `manager` in step with the orders of one strategy on the broker `broker()` returns."""
 
@@ -58,6 +83,7 @@ class BacktraderOrders:
         self._cancel_reason: dict[ClientOrderId, str] = {}
         self._confirmed = False
         self._position_after: float | None = None  # broker position after the fill being told
+        self.labels: TradeLabels | None = None  # set by a strategy that labels its closed trades
         manager.add_request_callback(self._carry_out)
 
     def feed(self, positions: PositionManager) -> None:
@@ -76,9 +102,17 @@ class BacktraderOrders:
                 after = 0.0
             held = positions.position(fill.symbol).quantity
             qty = fill.last_qty if after is None else abs(dec(after) - held)
-            if qty > 0:
+            if qty <= 0:
+                return
+            labels = self.labels
+            if labels is not None:
+                labels.order = self._bt.get(fill.client_order_id)
+            try:
                 positions.apply_fill(fill.symbol, fill.side, qty, fill.last_price, fill.fee, ts=fill.ts,
                                      order_id=str(fill.client_order_id))
+            finally:
+                if labels is not None:
+                    labels.order = None
 
         self.manager.add_fill_callback(on_fill)
 
@@ -237,21 +271,14 @@ class BacktraderOrders:
             )
 
     def _apply(self, order: bt.Order, request: ModifyRequest) -> bool:
-        """Amend the backtrader order in place; False when the broker refuses.
+        """Amend the backtrader order in place through the broker; False when it refuses.
 
         The broker refuses an order it no longer holds, and a size at or below what has
         executed already (fills the manager may not have been told yet).
         """
-        if request.quantity is not None and float(request.quantity) <= abs(order.executed.size):
-            return False
         new_price = request.stop_price if order.exectype == bt.Order.Stop else request.price
-        price = float(new_price) if new_price is not None else order.created.price
-        if not self._broker().modify(order, price=price):
-            return False
-        if request.quantity is not None:
-            # The quantity amend SimBroker.modify does not offer (yet): the order keeps its
-            # place in the queue and its links; what has executed stays executed.
-            size = float(request.quantity) * (1 if order.isbuy() else -1)
-            order.size = order.created.size = size
-            order.executed.remsize = size - order.executed.size
-        return True
+        return bool(self._broker().modify(
+            order,
+            price=float(new_price) if new_price is not None else None,
+            size=float(request.quantity) if request.quantity is not None else None,
+        ))

@@ -17,6 +17,12 @@ from typing import Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from notification.config import (
+    EmailConfig,
+    NotificationsConfig,
+    TelegramConfig,
+    environ_with_dotenv,
+)
 from trading.config_errors import format_pydantic, line_index, where
 from trading.data.timeframes import parse_timeframe
 from trading.exceptions import ConfigError
@@ -288,6 +294,55 @@ class AnalyticsSection(StrictModel):
     )
 
 
+class OrderLogSection(StrictModel):
+    """The order event log (docs/order-log.md): trading_orders.log and trading_orders.jsonl."""
+
+    enabled: bool | None = Field(
+        None, description="Write the order log; null: on for paper and live runs, off for backtests."
+    )
+    dir: str = Field("logs", description="Log folder; a relative path is inside the bot's output folder.")
+    max_bytes: int = Field(10 * 1024 * 1024, ge=0, description="Rotate each file at this size; 0: never.")
+    backup_count: int = Field(5, ge=0, description="Rotated files kept (gzipped unless compress is false).")
+    compress: bool = Field(True, description="Gzip rotated files.")
+    propagate: bool = Field(False, description="Also send order events to the application's log handlers.")
+
+    @model_validator(mode="after")
+    def _backups_for_rotation(self) -> OrderLogSection:
+        if self.max_bytes and self.backup_count < 1:
+            raise ValueError("backup_count must be at least 1 when max_bytes is set (0 max_bytes: never rotate)")
+        return self
+
+
+class LoggingSection(StrictModel):
+    order_log: OrderLogSection = Field(default_factory=OrderLogSection)
+
+
+class LedgerSection(StrictModel):
+    """The trade ledger (docs/ledger.md): one entry per fill, exported as JSON after the run."""
+
+    enabled: bool | None = Field(
+        None, description="Record and export the ledger; null: on for paper and live runs, off for backtests."
+    )
+    export_url: str = Field(
+        "ledgers", description="Folder or fsspec URL (s3://bucket/prefix); a relative path is inside the "
+        "bot's output folder.",
+    )
+    attribution: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="symbol ('*': every other symbol) -> {strategy: weight}, weights summing to 1."
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec options of export_url (no secrets: use the standard AWS variables)."
+    )
+
+    @field_validator("attribution")
+    @classmethod
+    def _weights(cls, v: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        from trading.ledger import validate_attribution
+
+        validate_attribution(v)
+        return v
+
+
 class BotConfig(StrictModel):
     bot: BotSection
     data: DataSection = Field(default_factory=DataSection)
@@ -296,6 +351,11 @@ class BotConfig(StrictModel):
     risk_management: RiskSection = Field(default_factory=RiskSection)
     database: DatabaseSection = Field(default_factory=DatabaseSection)
     analytics: AnalyticsSection = Field(default_factory=AnalyticsSection)
+    logging: LoggingSection = Field(default_factory=LoggingSection)
+    ledger: LedgerSection = Field(default_factory=LedgerSection)
+    telegram: TelegramConfig = Field(default_factory=TelegramConfig)
+    email: EmailConfig = Field(default_factory=EmailConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
 
     def redacted(self) -> dict[str, Any]:
         """Return the resolved config as plain data with secrets replaced by '***'."""
@@ -305,7 +365,7 @@ class BotConfig(StrictModel):
 # --------------------------------------------------------------------------- loading
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-_SECRET_KEY = re.compile(r"(secret|password|passwd|token|api_key|apikey|private_key)", re.I)
+_SECRET_KEY = re.compile(r"(secret|password|passwd|token|api_key|apikey|private_key)", re.IGNORECASE)
 
 
 def redact(obj: Any) -> Any:
@@ -320,10 +380,19 @@ def redact(obj: Any) -> Any:
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> BotConfig:
-    """Load, interpolate and validate a bot YAML file; raise ConfigError listing every problem."""
+    """Load, interpolate and validate a bot YAML file; raise ConfigError listing every problem.
+
+    Without `env`, ``${VAR}`` comes from the environment, then from a ``.env`` file next to
+    the config (the environment wins).
+    """
     p = Path(path)
     if not p.is_file():
         raise ConfigError(str(p), [f"file not found: {p}"])
+    if env is None:
+        try:
+            env = environ_with_dotenv(p.parent / ".env")
+        except ImportError as exc:
+            raise ConfigError(str(p.parent / ".env"), [str(exc)]) from None
     return parse_config(p.read_text(encoding="utf-8"), source=str(p), env=env)
 
 

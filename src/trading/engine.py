@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import backtrader as bt
 import numpy as np
 import pandas as pd
 
 from strategy.base import BaseStrategy, StrategySpec
-from trading.brokers.fill_model import FillModel
-from trading.brokers.sim import SimBroker, configure_broker
+from trading.brokers.factory import BrokerFactory
+from trading.brokers.sim import SimBroker
 from trading.config import BotConfig
 from trading.data.feed import NumpyFeed
 from trading.exceptions import ConfigError, DataValidationError
 from trading.results import BacktestResult, trades_frame
+
+if TYPE_CHECKING:
+    from trading.order_logger import OrderLogger
 
 Progress = Callable[[int, int], None]
 
@@ -112,7 +116,7 @@ def run_backtest(
 ) -> BacktestResult:
     """Run the bot over historical bars and return trades, equity and metrics."""
     frames = dict(frames) if frames is not None else load_bars(cfg)
-    cerebro, strat_cls = build_cerebro(cfg, frames, progress=progress)
+    cerebro, _ = build_cerebro(cfg, frames, progress=progress)
     strat: BaseStrategy = cerebro.run()[0]
     return collect_result(cfg, frames, cerebro, strat)
 
@@ -153,7 +157,7 @@ def collect_result(
         diagnostics={
             "refusals": dict(sorted(strat.refusals.items())),
             "decisions": len(strat.decisions),
-            "run_at": datetime.now(timezone.utc).isoformat(),
+            "run_at": datetime.now(UTC).isoformat(),
             **_mixin_diagnostics(strat),
         },
     )
@@ -183,31 +187,22 @@ def build_cerebro(
     progress: Progress | None = None,
     strategy_cls: type[BaseStrategy] = BaseStrategy,
     feeds: Mapping[str, bt.feeds.DataBase] | None = None,
+    order_logger: OrderLogger | None = None,
 ) -> tuple[bt.Cerebro, type[BaseStrategy]]:
     """Assemble feeds, the SimBroker and the composed strategy into a Cerebro.
 
     `feeds` (symbol -> feed) replaces the historical feeds built from `frames`, e.g. the
-    streamed feeds of a paper replay: bars are then not preloaded.
+    streamed feeds of a paper replay: bars are then not preloaded. `order_logger` is given
+    to the broker (`BrokerFactory`); the bot feeds it from its event bus.
     """
     streamed = feeds is not None
     cerebro = bt.Cerebro(stdstats=False, preload=not streamed, runonce=not streamed)
-    broker = SimBroker()
     ptc = cfg.broker.paper_trading_config
-    # One model, seeded from the config, for the broker's fills and the end-of-data exit.
-    fill_model = FillModel.from_config(
-        ptc,
-        commission_rate=cfg.broker.commission_rate,
-        commission_per_share=cfg.broker.commission_per_share,
-        commission_minimum=cfg.broker.commission_minimum,
-    )
-    configure_broker(
-        broker,
-        cash=cfg.broker.cash,
-        commission_rate=cfg.broker.commission_rate,
-        slippage_model=ptc.slippage_model,
-        base_slippage=ptc.base_slippage,
-        fill_model=fill_model,
-    )
+    # Every mode simulates the venue: the paper broker, from a factory of this run's own (a
+    # SimBroker belongs to one Cerebro). Its fill model, seeded from the config, also costs
+    # the end-of-data exit.
+    broker: SimBroker = BrokerFactory(order_logger=order_logger).create_broker("paper", cfg.broker)
+    fill_model = broker.fill_model
     cerebro.broker = broker
     for sym, df in frames.items():
         cerebro.adddata(feeds[sym] if feeds is not None else NumpyFeed(frame=df), name=sym)

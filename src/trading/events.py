@@ -135,7 +135,12 @@ class TradeOpened(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class TradeClosed(Event):
-    """A position returned to FLAT (or flipped); pnl is gross of `fees`."""
+    """A position returned to FLAT (or flipped); pnl is gross of `fees`.
+
+    `exit_reason` is the reason of the order whose fill flattened the position (the exit
+    rule's name, e.g. ``stop_loss``, ``take_profit``, ``force_exit``); `entry_tag` names the
+    entry rules that opened it. Both are empty when the publisher does not know them.
+    """
 
     trade_id: str
     symbol: str
@@ -145,6 +150,8 @@ class TradeClosed(Event):
     exit_price: Decimal
     realised_pnl: Decimal
     fees: Decimal
+    exit_reason: str = ""
+    entry_tag: str = ""
 
 
 # --------------------------------------------------------------------------- risk and bot
@@ -197,6 +204,36 @@ class BotStopped(Event):
     reason: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class BotError(Event):
+    """The bot's run failed; `error` is the exception's type and message."""
+
+    error: str
+
+
+# --------------------------------------------------------------------------- venue connection
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionLost(Event):
+    """The connection to a venue (exchange, broker gateway, data feed) dropped."""
+
+    venue: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectionRestored(Event):
+    """The connection to `venue` is back after `downtime_s` seconds."""
+
+    venue: str
+    downtime_s: float = 0.0
+
+    @property
+    def downtime(self) -> timedelta:
+        return timedelta(seconds=self.downtime_s)
+
+
 # --------------------------------------------------------------------------- codec
 
 
@@ -205,7 +242,9 @@ def _event_classes() -> dict[str, type[Event]]:
     stack: list[type[Event]] = [Event]
     while stack:
         cls = stack.pop()
-        out[cls.__name__] = cls
+        # A subclass elsewhere with the same name (a test double) never shadows ours.
+        if cls.__name__ not in out or cls.__module__ == __name__:
+            out[cls.__name__] = cls
         stack.extend(cls.__subclasses__())
     return out
 

@@ -20,11 +20,13 @@ from trading.events import (
     BotStarted,
     BotStopped,
     Event,
+    Halted,
     OrderCancelled,
     OrderFilled,
     OrderPartiallyFilled,
     OrderRejected,
     OrderSubmitted,
+    Resumed,
     TradeClosed,
     TradeOpened,
 )
@@ -344,3 +346,166 @@ def test_a_drawdown_halt_on_the_bar_clock_refuses_later_entries_in_backtest_and_
     assert all(t.entry_time <= breach + pd.Timedelta(hours=1) for t in halted.trades)
     _, paper = replay(cfg, replay=csvs["AAA"], speed="max")
     assert trade_rows(paper) == trade_rows(halted)
+
+
+def test_trade_closed_carries_the_reason_of_the_order_that_flattened_the_position(csvs) -> None:
+    # Partial fills close some positions in several legs (several result rows, one TradeClosed).
+    yaml = bot_yaml(["AAA"]).replace(
+        "paper_trading_config: {slippage_model: percent, base_slippage: 0.0005}",
+        "paper_trading_config: {mode: advanced, partial_fill_probability: 0.3, reject_probability: 0.0, seed: 5}")
+    cfg = parse_config(yaml)
+    bus, closed = EventBus(), []
+    bus.subscribe(closed.append, TradeClosed, inline=True, name="closed")
+    result = asyncio.run(BaseTradingBot(cfg, mode="paper", replay=csvs["AAA"], speed="max", bus=bus).start_trading())
+    trips: dict[object, list] = {}
+    for t in result.trades:
+        trips.setdefault(t.entry_time, []).append(t)
+    done = [legs for legs in trips.values() if legs[-1].exit_reason != "end_of_data"]
+    assert any(len(legs) > 1 for legs in done) and len({legs[-1].exit_reason for legs in done}) >= 3
+    assert [(e.ts, e.exit_reason, e.entry_tag) for e in closed] == [
+        (legs[-1].exit_time, legs[-1].exit_reason, legs[0].entry_tag) for legs in done]
+
+
+# --------------------------------------------------------------------------- operator controls
+
+
+def _events_of_a_replay(cfg: BotConfig, csvs, hook=None) -> tuple[BaseTradingBot, object, list[Event]]:  # type: ignore[no-untyped-def]
+    """Replay AAA and BBB at max speed; `hook(bot, event)` runs on the strategy thread for every event."""
+    bus, seen = EventBus(), []
+    bot = BaseTradingBot(cfg, mode="paper", replay=csvs, speed="max", bus=bus)
+
+    def on_event(event: Event) -> None:
+        seen.append(event)
+        if hook is not None:
+            hook(bot, event)
+
+    bus.subscribe(on_event, inline=True, name="watch")
+    result = asyncio.run(bot.start_trading())
+    return bot, result, seen
+
+
+def test_stop_entries_refuses_every_new_entry_until_resume_and_exits_keep_working(csvs) -> None:
+    cfg = parse_config(bot_yaml(["AAA", "BBB"]))
+    _, free, free_events = _events_of_a_replay(cfg, csvs)
+
+    def opened(evs: list[Event]) -> list[TradeOpened]:
+        return [e for e in evs if isinstance(e, TradeOpened)]
+
+    # The first AAA position during which the free run opened a BBB position.
+    closes = {e.trade_id: e.ts for e in free_events if isinstance(e, TradeClosed)}
+    window = next((a.ts, closes[a.trade_id]) for a in opened(free_events) if a.symbol == "AAA"
+                  and a.trade_id in closes
+                  and any(b.symbol == "BBB" and a.ts < b.ts <= closes[a.trade_id] for b in opened(free_events)))
+    p, r = window
+
+    def operator(bot: BaseTradingBot, event: Event) -> None:
+        # Pause when that AAA position opens, resume when it closes (both on the strategy thread).
+        if isinstance(event, TradeOpened) and event.symbol == "AAA" and event.ts == p:
+            bot.request_stop_entries()
+        elif isinstance(event, TradeClosed) and event.symbol == "AAA" and event.ts == r:
+            bot.request_resume()
+
+    bot, paused, events = _events_of_a_replay(cfg, csvs, operator)
+    # Up to the pause both runs are one; while paused no entry opened, the open AAA position
+    # still closed by its own exit, and entries came back after the resume.
+    assert [e for e in events if isinstance(e, TradeOpened) and e.ts <= p] == [
+        e for e in opened(free_events) if e.ts <= p]
+    assert not [e for e in opened(events) if p < e.ts <= r]
+    assert any(isinstance(e, TradeClosed) and e.symbol == "AAA" and e.ts == r for e in events)
+    assert any(e.ts > r for e in opened(events))
+    told = [(type(e).__name__, e.reason, e.ts) for e in events if isinstance(e, (Halted, Resumed))]  # type: ignore[attr-defined]
+    # Told at the next bar's decisions, on the bar clock.
+    assert told == [("Halted", "ENTRIES_PAUSED", p), ("Resumed", "RESUME_COMMAND", r)]
+    assert paused.diagnostics["refusals"] == free.diagnostics["refusals"]  # a pause is not a refusal
+    assert not bot._control.entries_paused
+
+
+def test_resume_lifts_a_drawdown_halt_and_entries_continue(csvs) -> None:
+    cfg = parse_config(bot_yaml(["AAA"], risk=", max_drawdown: 0.002"))
+    halted = run_backtest(cfg, load_bars(cfg, data_file=csvs["AAA"]))
+    bus, seen = EventBus(), []
+    bot = BaseTradingBot(cfg, mode="paper", replay=csvs["AAA"], speed="max", bus=bus)
+
+    def on_event(event: Event) -> None:
+        seen.append(event)
+        if isinstance(event, Halted):
+            bot.request_resume()  # the operator answers every halt with /start
+
+    bus.subscribe(on_event, inline=True, name="operator")
+    resumed = asyncio.run(bot.start_trading())
+    halts = [e for e in seen if isinstance(e, Halted)]
+    resumes = [e for e in seen if isinstance(e, Resumed)]
+    assert halts and all(h.reason == "MAX_DRAWDOWN" for h in halts)
+    # Each halt is lifted at the next bar, through the RiskController's resume command.
+    assert [r.reason for r in resumes] == ["RESUME_COMMAND"] * len(halts)
+    assert all(r.ts - h.ts == pd.Timedelta(hours=1) for h, r in zip(halts, resumes, strict=True))
+    assert resumed.diagnostics["refusals"].get("MAX_DRAWDOWN", 0) == 0
+    assert len(resumed.trades) > len(halted.trades)
+    assert trade_rows(resumed)[: len(halted.trades) - 1] == trade_rows(halted)[: len(halted.trades) - 1]
+
+
+def test_force_exit_closes_exactly_that_symbol_at_the_next_open_and_keeps_trading(csvs) -> None:
+    cfg = parse_config(bot_yaml(["AAA", "BBB"]))
+    asked: list[tuple[TradeOpened, str]] = []
+    open_now: dict[str, str] = {}  # symbol -> trade id
+
+    def operator(bot: BaseTradingBot, event: Event) -> None:
+        # Close AAA as soon as a position is open in both symbols.
+        if isinstance(event, TradeOpened):
+            open_now[event.symbol] = event.trade_id
+        elif isinstance(event, TradeClosed):
+            open_now.pop(event.symbol, None)
+        if not asked and isinstance(event, TradeOpened) and len(open_now) == 2:
+            asked.append((event, open_now["AAA"]))
+            bot.request_force_exit("AAA")
+
+    _, result, events = _events_of_a_replay(cfg, csvs, operator)
+    [(ask, aaa_trade)] = asked
+    forced = [t for t in result.trades if t.exit_reason == "force_exit"]
+    [trade] = forced
+    assert trade.symbol == "AAA"
+    # Asked on the bar the position opened: a market exit from that bar's close, filled at the next open.
+    assert pd.Timestamp(trade.exit_time) == pd.Timestamp(ask.ts) + pd.Timedelta(hours=1)
+    bbb_open = [t for t in result.trades if t.symbol == "BBB" and t.entry_time <= ask.ts < t.exit_time]
+    assert bbb_open and bbb_open[0].exit_reason != "force_exit"  # BBB's position was left alone
+    closed = [e for e in events if isinstance(e, TradeClosed) and e.exit_reason == "force_exit"]
+    assert [(e.symbol, e.trade_id, e.ts) for e in closed] == [("AAA", aaa_trade, trade.exit_time)]
+    # Nothing halted: AAA traded again after the forced exit, and no entry was refused for it.
+    assert any(t.symbol == "AAA" and t.entry_time > trade.exit_time for t in result.trades)
+    assert not any(isinstance(e, Halted) for e in events)
+
+
+def test_force_exit_of_every_symbol_and_of_an_unknown_one(csvs) -> None:
+    cfg = parse_config(bot_yaml(["AAA", "BBB"]))
+    asked: list[Event] = []
+
+    def operator(bot: BaseTradingBot, event: Event) -> None:
+        if not asked and isinstance(event, TradeOpened):
+            asked.append(event)
+            bot.request_force_exit(None)
+
+    bot, result, _ = _events_of_a_replay(cfg, csvs, operator)
+    forced = [t for t in result.trades if t.exit_reason == "force_exit"]
+    assert [t.symbol for t in forced] == [asked[0].symbol]  # the only position open then
+    assert len(result.trades) > 1
+    with pytest.raises(ValueError, match="does not trade 'CCC'"):
+        bot.request_force_exit("CCC")
+
+
+def test_telegram_commands_reach_the_bot_controls() -> None:
+    from datetime import UTC, datetime
+
+    from notification.commands import CommandRouter
+    from notification.control import BotControl, EntryControl, ForceExitControl
+    from trading.status import StatusSnapshot
+
+    bot = BaseTradingBot(parse_config(bot_yaml(["AAA", "BBB"])), mode="paper")
+    assert isinstance(bot, BotControl) and isinstance(bot, EntryControl) and isinstance(bot, ForceExitControl)
+    router = CommandRouter(status=lambda: StatusSnapshot(bot="b"), control=bot, allowed=[1],
+                           now=lambda: datetime.now(UTC))
+    assert "No new entries" in (router.handle(1, "/stopentry") or "")
+    assert bot._control.entries_paused
+    assert "allowed again" in (router.handle(1, "/start") or "")
+    assert not bot._control.entries_paused and bot._control.resume.is_set()
+    assert router.handle(1, "/forceexit all") == "Closing every position at the next bar."
+    assert list(bot._control.force_exits) == [None] and not bot._control.emergency.is_set()

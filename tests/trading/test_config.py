@@ -161,4 +161,71 @@ def test_json_schema_describes_sections_and_validates_example() -> None:
     schema = json_schema()
     assert set(schema["required"]) == {"bot", "strategy"}
     assert "risk_management" in schema["properties"]
+    assert {"logging", "ledger", "telegram", "email", "notifications"} <= set(schema["properties"])
+    resolved = SERVICES.replace('"${TELEGRAM_BOT_TOKEN}"', "t0ken").replace('"${TELEGRAM_CHAT_ID}"', "[11]")
+    jsonschema.validate(yaml.safe_load(VALID + resolved.replace("reports: off", "reports: 'off'")), schema)
     jsonschema.validate(yaml.safe_load((REPO / "config/strategies/rsi_bb_atr.yaml").read_text()), schema)
+
+
+SERVICES = """\
+logging:
+  order_log: {enabled: true, dir: /var/log/atf, max_bytes: 0, compress: false}
+ledger:
+  export_url: s3://bucket/atf
+  attribution: {"*": {S: 1}}
+telegram:
+  enabled: true
+  bot_token: "${TELEGRAM_BOT_TOKEN}"
+  chat_id: "${TELEGRAM_CHAT_ID}"
+notifications:
+  order_filled: silent
+  performance_reports: off
+"""
+
+
+def test_service_sections_default_to_the_mode_and_parse_with_secrets_from_the_environment() -> None:
+    plain = parse_config(VALID, env={})
+    assert plain.logging.order_log.enabled is None and plain.ledger.enabled is None  # the mode decides
+    assert plain.logging.order_log.max_bytes == 10 * 1024 * 1024 and plain.logging.order_log.backup_count == 5
+    assert not plain.telegram.enabled and not plain.email.enabled
+    cfg = parse_config(VALID + SERVICES, env={"TELEGRAM_BOT_TOKEN": "123:secret-token", "TELEGRAM_CHAT_ID": "11,-22"})
+    assert cfg.logging.order_log.enabled is True and cfg.logging.order_log.dir == "/var/log/atf"
+    assert cfg.ledger.export_url == "s3://bucket/atf" and cfg.ledger.attribution == {"*": {"S": 1.0}}
+    assert cfg.telegram.chat_id == [11, -22]
+    assert cfg.telegram.bot_token is not None and cfg.telegram.bot_token.get_secret_value() == "123:secret-token"
+    assert cfg.notifications.route("order_filled") == "silent"
+    assert cfg.notifications.route("performance_reports") == "off"
+    assert "secret-token" not in json.dumps(cfg.redacted()) and "secret-token" not in repr(cfg)
+
+
+@pytest.mark.parametrize(
+    ("extra", "where_", "says"),
+    [
+        ("telegram: {enabled: true, chat_id: 1}\n", "line 15: telegram", "needs bot_token"),
+        ("logging: {order_log: {max_byte: 5}}\n", "logging.order_log.max_byte", "did you mean 'max_bytes'"),
+        ("logging: {order_log: {backup_count: 0}}\n", "line 15: logging.order_log", "backup_count must be at least 1"),
+        ("ledger: {attribution: {BTCUSDT: {a: 0.5, b: 0.4}}}\n", "ledger.attribution", "BTCUSDT: weights sum to 0.9"),
+        ("notifications: {position_opened: loud}\n", "notifications.position_opened", "'on', 'off' or 'silent'"),
+        ("email: {enabled: true, smtp_host: h}\n", "line 15: email", "needs to"),
+        ("ledgr: {enabled: true}\n", "unknown key 'ledgr'", "did you mean 'ledger'"),
+    ],
+)
+def test_bad_service_settings_name_the_line_and_key(extra: str, where_: str, says: str) -> None:
+    (msg,) = errors_of(VALID + extra)
+    assert where_ in msg and says in msg
+
+
+def test_a_dotenv_file_next_to_the_config_fills_variables_the_environment_lacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "bot.yaml").write_text(VALID + SERVICES)
+    (tmp_path / ".env").write_text("TELEGRAM_BOT_TOKEN=from-dotenv-token\nTELEGRAM_CHAT_ID=7\n")
+    monkeypatch.delenv("TELEGRAM_BOT_TOKEN", raising=False)
+    monkeypatch.setenv("TELEGRAM_CHAT_ID", "8")  # the environment wins
+    cfg = load_config(tmp_path / "bot.yaml")
+    assert cfg.telegram.bot_token is not None and cfg.telegram.bot_token.get_secret_value() == "from-dotenv-token"
+    assert cfg.telegram.chat_id == [8]
+    # An explicit env ignores the file: the unset variable is reported with its key and line.
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path / "bot.yaml", env={"TELEGRAM_CHAT_ID": "8"})
+    assert any("TELEGRAM_BOT_TOKEN" in e and "telegram.bot_token" in e for e in info.value.errors)

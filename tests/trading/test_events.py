@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import pytest
 
 from trading.events import (
+    BotError,
     BotStarted,
     BotStopped,
+    ConnectionLost,
+    ConnectionRestored,
     Event,
     Halted,
     OrderAccepted,
     OrderCancelled,
+    OrderEvent,
     OrderExpired,
     OrderFilled,
     OrderModified,
@@ -34,24 +38,24 @@ from trading.events import (
 from trading.orders import ClientOrderId, OrderSide, OrderType
 from trading.positions import PositionSide
 
-T = datetime(2024, 3, 1, 12, 30, tzinfo=timezone.utc)
+T = datetime(2024, 3, 1, 12, 30, tzinfo=UTC)
 ID = ClientOrderId("atf-abc-entry-0")
 
 
 def fill_fields() -> dict:
-    return dict(
-        ts=T,
-        client_order_id=ID,
-        symbol="BTCUSDT",
-        side=OrderSide.BUY,
-        last_qty=Decimal("0.5"),
-        last_price=Decimal("42000.10"),
-        fee=Decimal("0.021"),
-        filled_qty=Decimal("0.5"),
-        remaining_qty=Decimal("0.5"),
-        avg_price=Decimal("42000.10"),
-        trade_id="t-1",
-    )
+    return {
+        "ts": T,
+        "client_order_id": ID,
+        "symbol": "BTCUSDT",
+        "side": OrderSide.BUY,
+        "last_qty": Decimal("0.5"),
+        "last_price": Decimal("42000.10"),
+        "fee": Decimal("0.021"),
+        "filled_qty": Decimal("0.5"),
+        "remaining_qty": Decimal("0.5"),
+        "avg_price": Decimal("42000.10"),
+        "trade_id": "t-1",
+    }
 
 
 EXAMPLES: list[Event] = [
@@ -99,6 +103,19 @@ EXAMPLES: list[Event] = [
         realised_pnl=Decimal(300),
         fees=Decimal("1.5"),
     ),
+    TradeClosed(
+        ts=T,
+        trade_id="u",
+        symbol="ETH",
+        side=PositionSide.SHORT,
+        quantity=Decimal(3),
+        entry_price=Decimal(2000),
+        exit_price=Decimal(2100),
+        realised_pnl=Decimal(-300),
+        fees=Decimal("1.5"),
+        exit_reason="trailing_stop",
+        entry_tag="RSIOrBBEntryMixin",
+    ),
     RiskDenied(
         ts=T,
         symbol="ETH",
@@ -119,6 +136,9 @@ EXAMPLES: list[Event] = [
     Resumed(ts=T, reason="RESUME_COMMAND"),
     BotStarted(ts=T, bot="rsi_bb_atr", mode="paper"),
     BotStopped(ts=T, bot="rsi_bb_atr", reason="signal"),
+    BotError(ts=T, error="ValueError: bad bar"),
+    ConnectionLost(ts=T, venue="binance", detail="websocket closed"),
+    ConnectionRestored(ts=T, venue="binance", downtime_s=95.5),
 ]
 
 
@@ -147,6 +167,32 @@ def test_events_are_immutable() -> None:
 def test_an_event_refuses_a_naive_or_non_utc_timestamp(ts: datetime) -> None:
     with pytest.raises(ValueError, match="UTC"):
         BotStarted(ts=ts, bot="b", mode="paper")
+
+
+def test_a_closed_trade_carries_its_exit_reason_and_entry_tag_and_defaults_to_empty() -> None:
+    data = encode_event(EXAMPLES[11])
+    assert (data["exit_reason"], data["entry_tag"]) == ("trailing_stop", "RSIOrBBEntryMixin")
+    plain = EXAMPLES[10]
+    assert isinstance(plain, TradeClosed) and (plain.exit_reason, plain.entry_tag) == ("", "")
+    # A record written before the fields existed still decodes.
+    old = {k: v for k, v in encode_event(plain).items() if k not in ("exit_reason", "entry_tag")}
+    assert decode_event(old) == plain
+
+
+def test_connection_restored_gives_its_downtime_as_a_timedelta_too() -> None:
+    event = ConnectionRestored(ts=T, venue="ibkr", downtime_s=95.5)
+    assert event.downtime == timedelta(seconds=95.5)
+    assert "downtime" not in encode_event(event)  # derived, not stored
+
+
+def test_a_same_named_event_class_defined_elsewhere_never_shadows_the_real_one() -> None:
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class ConnectionLost(OrderEvent):  # a double under another event class, found after ours
+        venue: str
+
+    real = EXAMPLES[-2]
+    back = decode_event(encode_event(real))
+    assert type(back) is type(real) and type(back) is not ConnectionLost and back == real
 
 
 def test_decoding_an_unknown_type_raises() -> None:

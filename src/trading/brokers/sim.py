@@ -330,16 +330,25 @@ class SimBroker(bt.brokers.BackBroker):
                 other.cancel()
                 self.notify(other)
 
-    def modify(self, order: bt.Order, *, price: float) -> bool:
-        """Move the trigger (stop) or limit price of a pending order in place.
+    def modify(self, order: bt.Order, *, price: float | None = None, size: float | None = None) -> bool:
+        """Amend a pending order in place: its trigger (stop) or limit `price`, its `size`, or both.
 
         This is an exchange "amend": the order keeps its ref, its OCO/bracket links and its
-        place in the queue. Return False when the order is no longer pending.
+        place in the queue; what has executed stays executed. `size` is the new unsigned
+        quantity of the whole order. Return False, changing nothing, when the order is no
+        longer pending or `size` is not above what has executed already.
         """
         if not order.alive() or (order not in self.pending and order not in self.submitted):
             return False
-        order.created.price = price
-        order.price = price
+        if size is not None and abs(size) <= abs(order.executed.size):
+            return False
+        if price is not None:
+            order.created.price = price
+            order.price = price
+        if size is not None:
+            signed = abs(size) if order.isbuy() else -abs(size)
+            order.size = order.created.size = signed
+            order.executed.remsize = signed - order.executed.size
         return True
 
 

@@ -1,0 +1,197 @@
+"""The strategy side of BaseTradingBot: BotStrategy and the controls it shares with the bot.
+
+`SharedControls` is what the asyncio side (stop, emergency stop, operator commands) and the
+strategy's worker thread share; `BotStrategy` applies it at each bar and writes the state
+snapshot (open positions from the PositionManager, working orders from the OrderManager).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import backtrader as bt
+
+from strategy.base import BaseStrategy
+from strategy.book import Book
+from strategy.mixins.base import OpenTrade
+from strategy.risk_gate import bar_datetime
+from trading.bt_orders import TradeLabels
+from trading.bus import EventBus
+from trading.events import Event, Halted, Resumed
+from trading.orders import Order, OrderStatus
+from trading.positions import Position
+
+EMERGENCY_STOP = "emergency_stop"
+FORCE_EXIT = "force_exit"
+ENTRIES_PAUSED = "ENTRIES_PAUSED"
+RESUME_COMMAND = "RESUME_COMMAND"
+
+
+@dataclass
+class SharedControls:
+    """What the asyncio side and the strategy (worker thread) share."""
+
+    bot: str
+    bus: EventBus | None = None
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    emergency: threading.Event = field(default_factory=threading.Event)
+    cancel_on_stop: bool = False
+    flattening: bool = False
+    halted: bool = False
+    entries_paused: bool = False  # operator: no new entries until request_resume
+    resume: threading.Event = field(default_factory=threading.Event)
+    force_exits: deque[str | None] = field(default_factory=deque)  # symbols to close; None: all
+    state: dict[str, Any] | None = None
+
+    def publish(self, event: Event) -> None:
+        if self.bus is not None:
+            self.bus.publish(event)  # never blocks: consumers run on their own queues
+
+
+class BotStrategy(BaseStrategy):
+    """BaseStrategy plus the bot's controls: stop, emergency stop, pause, resume, forced exits."""
+
+    params = (("control", None), ("labels", None))  # type: ignore[assignment]  # merged with the base's
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._paused = False  # the pause the events have told
+        self._forced: set[str] = set()  # symbols closed by operator on this bar: no new entry
+        labels: TradeLabels | None = self.p.labels
+        if labels is not None:
+            labels.labeller = self._trade_labels
+            self._venue.labels = labels
+
+    def next(self) -> None:
+        ctl: SharedControls = self.p.control
+        if ctl.emergency.is_set() and not ctl.flattening:
+            ctl.flattening = ctl.halted = True
+            self.risk.halt("EMERGENCY_STOP", "emergency stop: orders cancelled, positions closed")
+            self._flatten(self.books, EMERGENCY_STOP)
+        if ctl.force_exits or ctl.resume.is_set() or ctl.entries_paused != self._paused:
+            self._operator_commands(ctl)
+        super().next()
+        self._forced.clear()
+        if ctl.flattening and all(b.trade is None for b in self.books):
+            ctl.stop_requested.set()
+        if ctl.stop_requested.is_set():
+            self.env.runstop()  # cerebro ends after this bar; stop() runs next
+
+    def _may_enter(self) -> bool:
+        ctl: SharedControls = self.p.control
+        return not (ctl.halted or ctl.entries_paused)
+
+    def _step(self, book: Book, i: int) -> None:
+        if book.symbol not in self._forced:
+            super()._step(book, i)
+
+    def _operator_commands(self, ctl: SharedControls) -> None:
+        """Apply the pause, resume and forced exits asked for since the last bar (bar thread)."""
+        now = self._bar_now()
+        resumed_halt = False
+        if ctl.resume.is_set():
+            ctl.resume.clear()
+            if not ctl.halted and self.risk.halted not in (None, "MAX_DAILY_LOSS"):
+                self.risk.resume(RESUME_COMMAND)  # a drawdown halt: measured afresh from now
+                resumed_halt = True
+        if ctl.entries_paused != self._paused:
+            self._paused = ctl.entries_paused
+            if self._paused:
+                ctl.publish(Halted(ts=now, reason=ENTRIES_PAUSED, detail="operator: no new entries; exits keep working"))
+            elif not resumed_halt:
+                ctl.publish(Resumed(ts=now, reason=RESUME_COMMAND))
+        while ctl.force_exits:
+            symbol = ctl.force_exits.popleft()
+            books = [b for b in self.books if symbol is None or b.symbol == symbol]
+            self._forced.update(b.symbol for b in books)
+            self._flatten(books, FORCE_EXIT)
+
+    def _flatten(self, books: list[Book], reason: str) -> None:
+        """Cancel the books' working orders and close their positions at the next open."""
+        for book in books:
+            trade = book.trade
+            if trade is None:
+                continue
+            if not trade.is_filled:
+                self._cancel_protection(book, with_partial=True, reason=reason.upper())
+                self._cancel_entry_rest(book, reason.upper())
+                book.trade = None
+            elif book.exit_ref is None:
+                self.decisions.append((book.symbol, book.clock.lencount - 1, "exit", reason))
+                self._exit_at_market(book, reason)
+
+    def _trade_labels(self, order: bt.Order) -> tuple[str, str]:
+        """Return the exit reason the fill of `order` closes with (as `notify_order` records it) and the entry tag."""
+        book = self._book_of.get(id(order.data))
+        trade = book.trade if book is not None else None
+        if book is None or trade is None:
+            return "", ""
+        ref = order.ref
+        if book.stop_order is not None and ref == book.stop_order.ref:
+            reason = trade.stop_reason
+        elif book.tp_order is not None and ref == book.tp_order.ref:
+            reason = trade.take_profit_reason
+        elif book.partial_order is not None and ref == book.partial_order.ref:
+            reason = trade.partial_reason
+        elif ref == book.exit_ref:
+            reason = book.exit_reason or "exit"
+        else:
+            reason = ""
+        return reason, trade.entry_tag
+
+    def stop(self) -> None:
+        ctl: SharedControls = self.p.control
+        self._drain_notifications()
+        om = self.order_manager
+        cancelled = 0
+        if ctl.cancel_on_stop:
+            working = [o for o in om.open_orders() if o.status is not OrderStatus.PENDING_CANCEL]
+            for order in working:
+                held = self._venue.backtrader_order(order.client_order_id)
+                if held is not None:
+                    self._venue.cancel(held, "STOP")
+            self._drain_notifications()
+            cancelled = sum(om.get(o.client_order_id).status is OrderStatus.CANCELLED for o in working)
+        ctl.state = {**self._snapshot(), "cancelled_on_stop": cancelled}
+        super().stop()  # marks what is still open to the last close (end_of_data) in the result
+
+    def _snapshot(self) -> dict[str, Any]:
+        """Return open positions and working orders (from the PositionManager and OrderManager)."""
+        last = {}
+        for book in self.books:
+            n = book.clock.lencount
+            if n:
+                last[book.symbol] = bar_datetime(book.clock.array[n - 1]).isoformat()
+        books = {b.symbol: b for b in self.books}
+        positions = [_position_state(p, books[p.symbol].trade) for p in self.position_manager.open_positions()]
+        orders = [_order_state(o) for o in self.order_manager.open_orders()]
+        return {"last_bar_time": last, "positions": positions, "open_orders": orders}
+
+
+def _num(x: Decimal | None) -> float | None:
+    return None if x is None else float(x)
+
+
+def _position_state(pos: Position, trade: OpenTrade | None) -> dict[str, Any]:
+    """Describe an open position for state.json; the strategy adds its levels and entry tag."""
+    return {
+        "symbol": pos.symbol, "side": pos.side.value, "quantity": float(abs(pos.quantity)),
+        "entry_price": _num(pos.avg_entry_price), "entry_time": pos.opened_ts.isoformat() if pos.opened_ts else None,
+        "trade_id": pos.trade_id, "entries": pos.entries, "realised_pnl": float(pos.realised_pnl),
+        "fees": float(pos.fees), "stop": trade.stop if trade else None,
+        "take_profit": trade.take_profit if trade else None, "entry_tag": trade.entry_tag if trade else None,
+    }
+
+
+def _order_state(order: Order) -> dict[str, Any]:
+    return {
+        "client_order_id": str(order.client_order_id), "symbol": order.symbol, "side": order.side.value,
+        "type": order.order_type.value, "status": order.status.value, "quantity": float(order.quantity),
+        "filled": float(order.filled_qty), "price": _num(order.price), "stop_price": _num(order.stop_price),
+        "tag": order.tag, "parent_id": str(order.parent_id) if order.parent_id else None,
+        "oco_id": str(order.oco_id) if order.oco_id else None,
+    }
