@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select
 from sqlalchemy.engine import Connection, Engine
 
 from trading.events import (
@@ -63,7 +63,7 @@ from trading.persistence.models import (
 from trading.persistence.position_book import PositionBook
 from trading.persistence.risk_log import record_risk_event
 from trading.persistence.round_trips import close_trade, open_trade
-from trading.persistence.sql import insert_ignore
+from trading.persistence.sql import insert_ignore, update_by_id
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,10 @@ _ROLES = {
     "tp": "take_profit",
     "take_profit": "take_profit",
 }
+_BOT_FOR_UPDATE = select(BOTS).where(BOTS.c.id == bindparam("bot")).with_for_update()
+_ORDER_BY_CID = select(ORDERS).where(
+    ORDERS.c.bot_instance_id == bindparam("bot"), ORDERS.c.client_order_id == bindparam("cid")
+)
 _CID_LEG = re.compile(r"^atf-[0-9a-f]{16}-([a-z0-9]{1,8})-\d{1,2}$")
 _KEY_CHUNK = 500
 
@@ -128,9 +132,7 @@ class AuditBatch:
 
     def __init__(self, conn: Connection, bot_instance_id: int) -> None:
         self.conn = conn
-        bot = conn.execute(
-            select(BOTS).where(BOTS.c.id == bot_instance_id).with_for_update()
-        ).one_or_none()
+        bot = conn.execute(_BOT_FOR_UPDATE, {"bot": bot_instance_id}).one_or_none()
         if bot is None:
             raise DatabaseError(
                 f"no bot instance with id {bot_instance_id}: call register_bot_instance first"
@@ -159,9 +161,7 @@ class AuditBatch:
     def finish(self) -> None:
         """Store the bot's last sequence number (call once, before the transaction commits)."""
         if self.seq != self._start_seq:
-            self.conn.execute(
-                update(BOTS).where(BOTS.c.id == self.bot_id).values(last_seq=self.seq)
-            )
+            update_by_id(self.conn, BOTS, self.bot_id, {"last_seq": self.seq})
             self._start_seq = self.seq
 
     def _known_keys(self, keys: set[str]) -> set[str]:
@@ -186,17 +186,13 @@ class AuditBatch:
     def order(self, cid: str) -> dict[str, Any] | None:
         """Return the order row (cached for the batch), or None if it was never submitted."""
         if cid not in self._orders:
-            row = self.conn.execute(
-                select(ORDERS).where(
-                    ORDERS.c.bot_instance_id == self.bot_id, ORDERS.c.client_order_id == cid
-                )
-            ).one_or_none()
+            row = self.conn.execute(_ORDER_BY_CID, {"bot": self.bot_id, "cid": cid}).one_or_none()
             self._orders[cid] = None if row is None else dict(row._mapping)
         return self._orders[cid]
 
     def update_order(self, order: dict[str, Any], ts: datetime, **values: Any) -> None:
         values["updated_at"] = max(ts, order["updated_at"])
-        self.conn.execute(update(ORDERS).where(ORDERS.c.id == order["id"]).values(**values))
+        update_by_id(self.conn, ORDERS, order["id"], values)
         order.update(values)
 
     def _advance(self, order: dict[str, Any] | None, target: OrderStatus) -> str:
@@ -425,7 +421,7 @@ class AuditBatch:
             log.info("fill %s of %s already recorded", e.trade_id, cid)
             return
         trade_key = self.positions.apply_fill(e, cid)
-        self.conn.execute(update(FILLS).where(FILLS.c.id == fill_id).values(trade_key=trade_key))
+        update_by_id(self.conn, FILLS, fill_id, {"trade_key": trade_key})
         if order is None:
             log.warning("fill for order %s that was never submitted", cid)
             return

@@ -11,18 +11,23 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from trading.events import OrderFill
 from trading.orders import OrderSide
+from trading.persistence.columns import to_decimal
 from trading.persistence.models import FillRecord, OrderRecord, PositionRecord, Trade, table
+from trading.persistence.sql import update_by_id
 
 POSITIONS = table(PositionRecord)
 TRADES = table(Trade)
 ORDERS = table(OrderRecord)
 FILLS = table(FillRecord)
 _ZERO = Decimal(0)
+_POSITION_OF = select(POSITIONS).where(
+    POSITIONS.c.bot_instance_id == bindparam("bot"), POSITIONS.c.symbol == bindparam("symbol")
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +85,7 @@ class PositionBook:
     def row(self, symbol: str) -> dict[str, Any] | None:
         if symbol not in self._rows:
             found = self.conn.execute(
-                select(POSITIONS).where(
-                    POSITIONS.c.bot_instance_id == self.bot_id, POSITIONS.c.symbol == symbol
-                )
+                _POSITION_OF, {"bot": self.bot_id, "symbol": symbol}
             ).one_or_none()
             self._rows[symbol] = None if found is None else dict(found._mapping)
         return self._rows[symbol]
@@ -99,7 +102,9 @@ class PositionBook:
         q = _ZERO if row is None else row["quantity"]
         avg = None if row is None else row["avg_entry_price"]
         old_key = None if row is None else row["trade_key"]
-        change = position_after_fill(q, avg, fill.side, fill.last_qty, fill.last_price)
+        # The stored quantity has the column's 10 decimals: move it by the fill rounded the
+        # same way, or closing a position in a later batch than it opened leaves a residue.
+        change = position_after_fill(q, avg, fill.side, to_decimal(fill.last_qty), fill.last_price)
         values: dict[str, Any] = {
             "side": side_of(change.quantity),
             "quantity": change.quantity,
@@ -174,5 +179,5 @@ class PositionBook:
             ).scalar_one()
             self._rows[symbol] = {"id": new_id, **full}
             return
-        self.conn.execute(update(POSITIONS).where(POSITIONS.c.id == row["id"]).values(values))
+        update_by_id(self.conn, POSITIONS, row["id"], values)
         row.update(values)

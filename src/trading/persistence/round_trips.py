@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select
 
 from trading.events import TradeClosed, TradeOpened
 from trading.persistence.models import FillRecord, OrderRecord, Trade, table
-from trading.persistence.sql import insert_ignore
+from trading.persistence.sql import insert_ignore, update_by_id
 
 if TYPE_CHECKING:
     from trading.persistence.audit import AuditBatch
@@ -26,6 +26,25 @@ EXIT_REASONS = {
     "entry": "reversal",
 }
 _KEY = ("bot_instance_id", "trade_key")
+_TRADE_BY_KEY = select(TRADES.c.id, TRADES.c.status).where(
+    TRADES.c.bot_instance_id == bindparam("bot"), TRADES.c.trade_key == bindparam("key")
+)
+_LAST_FILL_ROLE = (
+    select(ORDERS.c.role)
+    .select_from(FILLS)
+    .join(
+        ORDERS,
+        (ORDERS.c.bot_instance_id == FILLS.c.bot_instance_id)
+        & (ORDERS.c.client_order_id == FILLS.c.client_order_id),
+    )
+    .where(
+        FILLS.c.bot_instance_id == bindparam("bot"),
+        FILLS.c.symbol == bindparam("symbol"),
+        FILLS.c.ts <= bindparam("ts", type_=FILLS.c.ts.type),
+    )
+    .order_by(FILLS.c.ts.desc(), FILLS.c.id.desc())
+    .limit(1)
+)
 
 
 def open_trade(batch: AuditBatch, e: TradeOpened) -> None:
@@ -55,11 +74,7 @@ def open_trade(batch: AuditBatch, e: TradeOpened) -> None:
 
 def close_trade(batch: AuditBatch, e: TradeClosed) -> None:
     """Close the open trade `e.trade_id` (or insert it closed); a closed one is left alone."""
-    row = batch.conn.execute(
-        select(TRADES.c.id, TRADES.c.status).where(
-            TRADES.c.bot_instance_id == batch.bot_id, TRADES.c.trade_key == e.trade_id
-        )
-    ).one_or_none()
+    row = batch.conn.execute(_TRADE_BY_KEY, {"bot": batch.bot_id, "key": e.trade_id}).one_or_none()
     if row is not None and row.status == "closed":
         return
     pnl = e.realised_pnl - e.fees
@@ -80,7 +95,7 @@ def close_trade(batch: AuditBatch, e: TradeClosed) -> None:
         if getattr(e, name, None):
             values[name] = getattr(e, name)
     if row is not None:
-        batch.conn.execute(update(TRADES).where(TRADES.c.id == row.id).values(values))
+        update_by_id(batch.conn, TRADES, row.id, values)
         return
     entry_time: datetime = batch.positions.opened_at(e.symbol, e.trade_id) or e.ts
     values.setdefault("strategy", batch.bot.strategy)
@@ -104,19 +119,6 @@ def close_trade(batch: AuditBatch, e: TradeClosed) -> None:
 def _exit_reason(batch: AuditBatch, e: TradeClosed) -> str | None:
     """Name the exit by the role of the order whose fill last traded the symbol."""
     role = batch.conn.execute(
-        select(ORDERS.c.role)
-        .select_from(FILLS)
-        .join(
-            ORDERS,
-            (ORDERS.c.bot_instance_id == FILLS.c.bot_instance_id)
-            & (ORDERS.c.client_order_id == FILLS.c.client_order_id),
-        )
-        .where(
-            FILLS.c.bot_instance_id == batch.bot_id,
-            FILLS.c.symbol == e.symbol,
-            FILLS.c.ts <= e.ts,
-        )
-        .order_by(FILLS.c.ts.desc(), FILLS.c.id.desc())
-        .limit(1)
+        _LAST_FILL_ROLE, {"bot": batch.bot_id, "symbol": e.symbol, "ts": e.ts}
     ).scalar()
     return EXIT_REASONS.get(role) if role else None
