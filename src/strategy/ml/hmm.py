@@ -95,7 +95,6 @@ class HMMRegimes:
 def fit_hmm(obs: np.ndarray, *, n_states: int, n_iter: int, seed: int, regime_by: str) -> HMMRegimes:
     """Fit a diagonal-covariance Gaussian HMM on one window's (scaled) observations."""
     from hmmlearn.hmm import GaussianHMM
-
     from sklearn.cluster import KMeans
 
     model = GaussianHMM(

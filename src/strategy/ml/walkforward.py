@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from strategy.mixins.base import Bars
 from strategy.ml.cache import ModelCache, model_key
 from strategy.ml.features import HMM_COLUMNS, Scaler, compute_features, forward_up, lookback
 from strategy.ml.hmm import HMMRegimes, fit_hmm
 from strategy.ml.lstm import LSTMConfig, LSTMForecaster, TrainInfo, train_lstm
-from strategy.mixins.base import Bars
 
 _MEMORY_LIMIT = 256
 _memory: OrderedDict[str, WindowModel] = OrderedDict()

@@ -12,10 +12,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, model_validator
 
+from strategy.mixins.base import Bars, EntryMixin, EntryParams, Side
 from strategy.ml import ML_EXTRA_HINT, missing_ml_modules
 from strategy.ml.features import lookback
 from strategy.ml.hmm import regime_names
-from strategy.mixins.base import Bars, EntryMixin, EntryParams, Side
 from strategy.registry import register
 
 # Parameters that only read a model's output: changing them reuses every cached model.
