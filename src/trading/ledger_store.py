@@ -10,13 +10,10 @@ half-written ledger. Credentials are never taken from here: s3fs finds them the 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import posixpath
 import re
-import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from trading.atomic_io import atomic_write_bytes
 from trading.ledger import LedgerEntry, TradeLedger
 from trading.orders import OrderSide
 
@@ -92,35 +90,12 @@ def write_ledger(
     fs, root = _fs(dest, storage_options)
     path = posixpath.join(root, export_path(ledger.ledger_id, correlation_id, created))
     if isinstance(fs, LocalFileSystem):
-        _write_local_atomic(path, data)
+        atomic_write_bytes(path, data, sync_dir=True)
     else:
         fs.pipe_file(path, data)  # one whole-object write: S3 makes it visible only when complete
     where = _display(fs, path)
     log.info("trade ledger %s exported: %d entries to %s", ledger.ledger_id, ledger.total_entries, where)
     return where
-
-
-def _write_local_atomic(path: str, data: bytes) -> None:
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):  # make the rename itself durable where the OS allows
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def parse_document(doc: Any, source: str) -> TradeLedger:
