@@ -31,7 +31,7 @@ import pandas as pd
 from strategy.book import Book
 from strategy.book import StrategySpec as _BookSpec
 from strategy.mixins.base import OpenTrade, Side, combine
-from strategy.order_flow import OrderFlow, order_side
+from strategy.order_flow import EXIT_LEGS, OrderFlow, order_side
 from strategy.risk_gate import bar_datetime, check_entry, dec
 from strategy.scale_in import ScaleIn
 from trading.bt_orders import BacktraderOrders, Fill
@@ -283,13 +283,17 @@ class BaseStrategy(ScaleIn, OrderFlow, bt.Strategy):
             elif ref == partial_ref:
                 self._on_partial_fill(book, done, fill)
             elif ref == stop_ref:
-                self._on_exit_fill(book, book.trade.stop_reason if book.trade else "stop_loss", done, fill)
+                self._on_exit_fill(book, book.trade.stop_reason if book.trade else "stop_loss", done, fill, ref=ref)
             elif ref == tp_ref:
-                self._on_exit_fill(book, book.trade.take_profit_reason if book.trade else "take_profit", done, fill)
+                reason = book.trade.take_profit_reason if book.trade else "take_profit"
+                self._on_exit_fill(book, reason, done, fill, ref=ref)
             elif ref == book.exit_ref:
-                self._on_exit_fill(book, book.exit_reason or "exit", done, fill)
+                self._on_exit_fill(book, book.exit_reason or "exit", done, fill, ref=ref)
+            elif leg in EXIT_LEGS:  # cancelled or replaced, but the fill beat the cancel
+                self._on_retired_fill(book, order, leg, done, fill)
             return
         # Canceled / Margin / Rejected / Expired
+        book.retired.pop(ref, None)
         if ref == book.entry_ref:
             book.entry_ref = None
             status = order.getstatusname().upper()
@@ -365,20 +369,28 @@ class BaseStrategy(ScaleIn, OrderFlow, bt.Strategy):
         # known (the target may have filled right after the partial, on the same bar).
         book.resize_exits = True
 
-    def _on_exit_fill(self, book: Book, reason: str, done: bool, fill: Fill) -> None:
+    def _on_exit_fill(self, book: Book, reason: str, done: bool, fill: Fill, *, ref: int | None = None) -> None:
         trade = book.trade
         assert trade is not None and trade.entry_price is not None
         self._cancel_entry_rest(book)
         if self._flat(book):
             # The position is closed (this fill, maybe with others of the bar). The sibling of
-            # a filled stop/target is cancelled by OCO; make sure no leg survives.
+            # a filled stop/target is cancelled by OCO; make sure no leg, and no market exit
+            # sent meanwhile, survives.
             self._cancel_protection(book, with_partial=True, reason="POSITION_CLOSED")
+            if book.exit_ref is not None and book.exit_ref != ref:
+                self._cancel_exit(book)
             self._record(book, book.clock.lencount - 1, fill.price, fill.fee, reason)
             return
         # Part of the position closed (volume cap or partial fill): a leg of its own; the
         # exits are sent again for what is left at this bar's close.
         self._record_leg(book, fill.quantity, fill.price, fill.fee, reason)
         book.resize_exits = True
+        if book.exit_ref is not None and book.exit_ref != ref:
+            # Another leg beat the market exit to part of the position: the exit closes the rest.
+            exit_order = self._venue.by_ref(book.exit_ref)
+            if exit_order is not None and exit_order.alive():
+                self._venue.amend(exit_order, quantity=trade.quantity)
 
     def _close_at_end(self, book: Book) -> None:
         """Mark the position to the last close, net of slippage and commission (end_of_data)."""

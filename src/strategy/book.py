@@ -93,6 +93,8 @@ class Book:
         self.resize_exits = False
         self.exit_ref: int | None = None
         self.exit_reason: str | None = None
+        # Exit orders cancelled but not yet reported done: ref -> the exit reason a fill books.
+        self.retired: dict[int, str] = {}
         self.entry_fee = 0.0
         self.last_exit = _NO_EXIT_YET
         self.high: list[float] = []

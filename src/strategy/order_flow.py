@@ -12,11 +12,19 @@ through `BacktraderOrders` (the OrderManager is the record; the broker executes)
 * when a leg is gone (its OCO sibling partly filled) or the set of legs changes, the legs
   left are cancelled (reason `REPLACED`) and a new set is sent: new ids, the same `parent_id`
   (the trade's entry) and tags, so the stream links the replacement to what it replaces.
+
+A cancel is a request: on a live venue the order can fill before the venue confirms it. A
+cancelled leg is therefore kept in `Book.retired` (its exit reason) until the venue reports
+it done, and a fill of it is booked as an exit by its leg tag (`_on_retired_fill`): the
+trade is closed (or reduced) for that leg's reason, the orders that replaced it are
+cancelled once the position is flat, and no further exit is sent.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import backtrader as bt
@@ -26,16 +34,29 @@ from trading.orders import Order, OrderSide
 
 if TYPE_CHECKING:
     from strategy.book import Book
-    from trading.bt_orders import BacktraderOrders
+    from trading.bt_orders import BacktraderOrders, Fill
     from trading.order_manager import OrderManager
     from trading.orders import ClientOrderId
 
 REPLACED = "REPLACED"
+EXIT_LEGS = ("sl", "tp", "ptp", "exit")
+# The reason a fill of an exit leg is booked with when the trade no longer says (no trade open).
+LEG_REASONS = {"sl": "stop_loss", "tp": "take_profit", "ptp": "partial_take_profit", "exit": "exit"}
+
+
+log = logging.getLogger(__name__)
 
 
 def order_side(side: Side) -> OrderSide:
     """Return the order side that opens or adds to a position of `side`."""
     return OrderSide.BUY if side is Side.LONG else OrderSide.SELL
+
+
+def _leg_reason(trade: OpenTrade | None, leg: str) -> str:
+    """Return the exit reason a fill of the trade's `leg` (sl, tp, ptp) closes with."""
+    if trade is None:
+        return LEG_REASONS[leg]
+    return {"sl": trade.stop_reason, "tp": trade.take_profit_reason, "ptp": trade.partial_reason}[leg]
 
 
 class OrderFlow:
@@ -49,6 +70,9 @@ class OrderFlow:
     broker: Any
     buy: Any
     sell: Any
+    _refuse: Callable[[str], None]
+    _on_exit_fill: Callable[..., None]
+    _on_orphan_fill: Callable[[Book, bt.Order, Fill], None]
 
     def _send_bracket(self, book: Book, trade: OpenTrade) -> None:
         """Send the market entry and its reduce-only exits (live from the fill bar on).
@@ -122,14 +146,56 @@ class OrderFlow:
         return qty if 0 < qty < trade.quantity else 0.0
 
     def _cancel_protection(self, book: Book, *, with_partial: bool = False, reason: str = REPLACED) -> None:
+        """Cancel the resting legs; each stays in `book.retired` until the venue reports it done."""
+        trade = book.trade
+        legs = [(book.stop_order, "sl"), (book.tp_order, "tp")]
+        if with_partial:
+            legs.append((book.partial_order, "ptp"))
         # Clear the references first so the Canceled notifications are recognised as ours.
-        legs = [book.stop_order, book.tp_order] + ([book.partial_order] if with_partial else [])
         book.stop_order = book.tp_order = None
         if with_partial:
             book.partial_order = None
-        for order in legs:
+        for order, leg in legs:
             if order is not None:
-                self._venue.cancel(order, reason)
+                self._retire(book, order, _leg_reason(trade, leg), reason)
+
+    def _retire(self, book: Book, order: bt.Order, exit_reason: str, reason: str) -> None:
+        """Ask the venue to cancel an exit order; a fill that beats the cancel books `exit_reason`."""
+        if order.alive():
+            book.retired[order.ref] = exit_reason
+        self._venue.cancel(order, reason)
+
+    def _cancel_exit(self, book: Book, reason: str = "POSITION_CLOSED") -> None:
+        """Cancel the market exit still working (another leg closed the position first)."""
+        order = self._venue.by_ref(book.exit_ref) if book.exit_ref is not None else None
+        book.exit_ref = None
+        if order is not None:
+            self._retire(book, order, book.exit_reason or "exit", reason)
+
+    def _on_retired_fill(self, book: Book, order: bt.Order, leg: str, done: bool, fill: Fill) -> None:
+        """Book a fill of an exit leg whose cancel lost the race with it (or any exit leg no longer current).
+
+        It closes (part of) the trade for the reason the leg had when it was cancelled. A
+        fill with no trade of ours to reduce opened a position (a venue without reduce-only):
+        it is closed at the next open as an orphan.
+        """
+        reason = book.retired.get(order.ref) or LEG_REASONS[leg]
+        if done:
+            book.retired.pop(order.ref, None)
+        trade = book.trade
+        if trade is None or not trade.is_filled or order.isbuy() != (trade.side is Side.SHORT):
+            if trade is None:
+                self._on_orphan_fill(book, order, fill)
+            else:  # it adds to the open trade or races its entry: nothing safe to do but say so
+                log.error("%s: fill of %s leg %s does not reduce the open trade", book.symbol, leg, order.ref)
+                self._refuse("UNMATCHED_EXIT_FILL")
+            return
+        if leg == "ptp" and done and not trade.partial_done:
+            trade.partial_done = True
+            if book.partial_order is not None:  # the partial target that replaced it
+                partial, book.partial_order = book.partial_order, None
+                self._retire(book, partial, trade.partial_reason, "PARTIAL_DONE")
+        self._on_exit_fill(book, reason, done, fill, ref=order.ref)
 
     def _replace_protection(self, book: Book, plan: ExitPlan) -> None:
         """Move the stop and/or target to the plan's levels: in place when the legs stay the same."""
@@ -143,11 +209,13 @@ class OrderFlow:
             for order, price in ((book.stop_order, plan.stop), (book.tp_order, plan.take_profit)):
                 if order is not None and order.created.price != price and not self._venue.amend(order, price=price):
                     amended = False
+        if not amended:
+            # The legs go with the reasons of their levels (a fill before the cancel books those).
+            self._cancel_protection(book, with_partial=True)
         trade.stop, trade.stop_reason = plan.stop, plan.stop_reason
         trade.take_profit, trade.take_profit_reason = plan.take_profit, plan.take_profit_reason
         if not amended:
             # Re-send every leg so the queue keeps its order: stop, partial target, target.
-            self._cancel_protection(book, with_partial=True)
             self._place_exits(book, trade, with_partial=True)
 
     def _resize_exits(self, book: Book) -> None:
@@ -180,7 +248,7 @@ class OrderFlow:
                 intact = intact and self._venue.amend(partial, quantity=part)
             elif partial is not None:
                 book.partial_order = None
-                self._venue.cancel(partial, "RESIZED")  # too small after the resize
+                self._retire(book, partial, trade.partial_reason, "RESIZED")  # too small after the resize
         if not intact:
             self._cancel_protection(book, with_partial=True)
             self._place_exits(book, trade, with_partial=True)
