@@ -188,15 +188,15 @@ def _emit(out: str | Table, output: Path | None) -> None:
 
 def _run(
     query: Callable[..., list[Any]],
-    filters: dict[str, Any],
+    view: type,
+    kind: str,
+    columns: Sequence[str],
     fmt: Format,
     output: Path | None,
     db_url: str | None,
-    *,
-    kind: str,
-    columns: Sequence[str],
-    view: type,
+    **filters: Any,
 ) -> None:
+    """Call `query` with the CLI's filters (dates parsed) and emit its rows; fail on bad input."""
     from trading.persistence import ensure_database
 
     if output is not None and fmt is Format.table:
@@ -241,25 +241,11 @@ def orders(
     """List orders from the audit trail (paper and live bots), oldest first."""
     from trading.persistence import OrderView, list_orders
 
-    filters = {
-        "bot": bot,
-        "symbol": symbol,
-        "strategy": strategy,
-        "since": since,
-        "until": until,
-        "status": status,
-        "limit": limit,
-    }
     _run(
-        list_orders,
-        filters,
-        fmt,
-        output,
-        db_url,
-        kind="orders",
-        columns=ORDER_COLUMNS,
-        view=OrderView,
-    )
+        list_orders, OrderView, "orders", ORDER_COLUMNS, fmt, output, db_url,
+        bot=bot, symbol=symbol, strategy=strategy, since=since, until=until, status=status,
+        limit=limit,
+    )  # fmt: skip
 
 
 def trades(
@@ -280,23 +266,8 @@ def trades(
     """List round trips (backtest, paper, live); dates filter closed trades by exit time."""
     from trading.persistence import TradeView, list_trades
 
-    filters = {
-        "bot": bot,
-        "symbol": symbol,
-        "strategy": strategy,
-        "since": since,
-        "until": until,
-        "status": status,
-        "trade_type": trade_type,
-        "limit": limit,
-    }
     _run(
-        list_trades,
-        filters,
-        fmt,
-        output,
-        db_url,
-        kind="trades",
-        columns=TRADE_COLUMNS,
-        view=TradeView,
-    )
+        list_trades, TradeView, "trades", TRADE_COLUMNS, fmt, output, db_url,
+        bot=bot, symbol=symbol, strategy=strategy, since=since, until=until, status=status,
+        trade_type=trade_type, limit=limit,
+    )  # fmt: skip

@@ -8,13 +8,13 @@ they are the newest `limit` rows. CLI, Telegram and the REST API should all read
 from __future__ import annotations
 
 import difflib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, or_, select
+from sqlalchemy import ColumnElement, Select, Table, and_, or_, select
 from sqlalchemy.engine import Connection, Engine
 
 from trading.persistence.db import read_connection
@@ -156,18 +156,34 @@ def _window(column: Any, since: datetime | None, until: datetime | None) -> Colu
 
 
 def _run(
-    engine: Engine, build: Any, view: type[V], order: Sequence[Any], limit: int | None
+    engine: Engine,
+    query: Select[Any] | Callable[[Connection], Select[Any]],
+    view: type[V],
+    order: Sequence[Any],
+    limit: int | None,
 ) -> list[V]:
+    """Run `query` (or build it on the read connection), newest `limit` rows, oldest first."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be positive or None, got {limit}")
     names = [f.name for f in fields(view)]  # type: ignore[arg-type]
     with read_connection(engine) as conn:
-        stmt: Select[Any] = build(conn).order_by(*(c.desc() for c in order))
+        stmt = query if isinstance(query, Select) else query(conn)
+        stmt = stmt.order_by(*(c.desc() for c in order))
         if limit is not None:
             stmt = stmt.limit(limit)
         rows = list(conn.execute(stmt))
     rows.reverse()
     return [view(**{n: r._mapping[n] for n in names}) for r in rows]
+
+
+def _equal(*pairs: tuple[Any, Any]) -> list[ColumnElement[bool]]:
+    """Return ``column == value`` for each (column, value) pair whose value is given."""
+    return [column == value for column, value in pairs if value is not None]
+
+
+def _with_bot(rows: Table) -> Select[Any]:
+    """Select every column of `rows` and the name of its bot instance as ``bot``."""
+    return select(rows, BOTS.c.name.label("bot")).join(BOTS, BOTS.c.id == rows.c.bot_instance_id)
 
 
 def list_orders(
@@ -184,28 +200,18 @@ def list_orders(
     """Return orders created in [since, until); `status` may also be ``open`` or ``done``."""
     if status is not None:
         _check("status", status, ORDER_STATUS_FILTERS)
-    conds = [_window(ORDERS.c.created_at, since, until)]
-    if bot is not None:
-        conds.append(BOTS.c.name == bot)
-    if symbol is not None:
-        conds.append(ORDERS.c.symbol == symbol)
-    if strategy is not None:
-        conds.append(ORDERS.c.strategy == strategy)
+    conds = [
+        _window(ORDERS.c.created_at, since, until),
+        *_equal((BOTS.c.name, bot), (ORDERS.c.symbol, symbol), (ORDERS.c.strategy, strategy)),
+    ]
     if status == "open":
         conds.append(ORDERS.c.status.in_(OPEN_STATUSES))
     elif status == "done":
         conds.append(ORDERS.c.status.not_in(OPEN_STATUSES))
-    elif status is not None:
-        conds.append(ORDERS.c.status == status)
-
-    def build(_conn: Connection) -> Select[Any]:
-        return (
-            select(ORDERS, BOTS.c.name.label("bot"))
-            .join(BOTS, BOTS.c.id == ORDERS.c.bot_instance_id)
-            .where(*conds)
-        )
-
-    return _run(engine, build, OrderView, (ORDERS.c.created_at, ORDERS.c.id), limit)
+    else:
+        conds += _equal((ORDERS.c.status, status))
+    stmt = _with_bot(ORDERS).where(*conds)
+    return _run(engine, stmt, OrderView, (ORDERS.c.created_at, ORDERS.c.id), limit)
 
 
 def list_trades(
@@ -232,22 +238,17 @@ def list_trades(
         or_(
             and_(TRADES.c.status == "closed", _window(TRADES.c.exit_time, since, until)),
             and_(TRADES.c.status == "open", _window(TRADES.c.entry_time, since, until)),
-        )
+        ),
+        *_equal(
+            (TRADES.c.bot_name, bot),
+            (TRADES.c.symbol, symbol),
+            (TRADES.c.strategy, strategy),
+            (TRADES.c.status, status),
+            (TRADES.c.trade_type, trade_type),
+        ),
     ]
-    for column, value in (
-        (TRADES.c.bot_name, bot),
-        (TRADES.c.symbol, symbol),
-        (TRADES.c.strategy, strategy),
-        (TRADES.c.status, status),
-        (TRADES.c.trade_type, trade_type),
-    ):
-        if value is not None:
-            conds.append(column == value)
-
-    def build(_conn: Connection) -> Select[Any]:
-        return select(TRADES, TRADES.c.bot_name.label("bot")).where(*conds)
-
-    return _run(engine, build, TradeView, (TRADES.c.entry_time, TRADES.c.id), limit)
+    stmt = select(TRADES, TRADES.c.bot_name.label("bot")).where(*conds)
+    return _run(engine, stmt, TradeView, (TRADES.c.entry_time, TRADES.c.id), limit)
 
 
 def list_fills(
@@ -262,23 +263,20 @@ def list_fills(
     limit: int | None = None,
 ) -> list[FillView]:
     """Return the trade ledger; `strategy` matches any strategy the fill is attributed to."""
-    conds = [_window(FILLS.c.ts, since, until)]
-    if bot is not None:
-        conds.append(BOTS.c.name == bot)
-    if symbol is not None:
-        conds.append(FILLS.c.symbol == symbol)
-    if correlation_id is not None:
-        conds.append(FILLS.c.correlation_id == correlation_id)
+    conds = [
+        _window(FILLS.c.ts, since, until),
+        *_equal(
+            (BOTS.c.name, bot),
+            (FILLS.c.symbol, symbol),
+            (FILLS.c.correlation_id, correlation_id),
+        ),
+    ]
 
     def build(conn: Connection) -> Select[Any]:
-        where = list(conds)
-        if strategy is not None:
-            where.append(json_array_contains(conn, FILLS.c.strategy_names, strategy))
-        return (
-            select(FILLS, BOTS.c.name.label("bot"))
-            .join(BOTS, BOTS.c.id == FILLS.c.bot_instance_id)
-            .where(*where)
-        )
+        stmt = _with_bot(FILLS).where(*conds)
+        if strategy is not None:  # how a JSON array is searched depends on the dialect
+            stmt = stmt.where(json_array_contains(conn, FILLS.c.strategy_names, strategy))
+        return stmt
 
     return _run(engine, build, FillView, (FILLS.c.ts, FILLS.c.id), limit)
 
@@ -295,21 +293,14 @@ def list_order_events(
     limit: int | None = None,
 ) -> list[OrderEventView]:
     """Return the order event log in sequence order (one bot's `seq` is gap-free per run)."""
-    conds = [_window(EVENTS.c.ts, since, until)]
-    for column, value in (
-        (BOTS.c.name, bot),
-        (EVENTS.c.client_order_id, client_order_id),
-        (EVENTS.c.symbol, symbol),
-        (EVENTS.c.kind, kind),
-    ):
-        if value is not None:
-            conds.append(column == value)
-
-    def build(_conn: Connection) -> Select[Any]:
-        return (
-            select(EVENTS, BOTS.c.name.label("bot"))
-            .join(BOTS, BOTS.c.id == EVENTS.c.bot_instance_id)
-            .where(*conds)
-        )
-
-    return _run(engine, build, OrderEventView, (EVENTS.c.ts, EVENTS.c.seq), limit)
+    conds = [
+        _window(EVENTS.c.ts, since, until),
+        *_equal(
+            (BOTS.c.name, bot),
+            (EVENTS.c.client_order_id, client_order_id),
+            (EVENTS.c.symbol, symbol),
+            (EVENTS.c.kind, kind),
+        ),
+    ]
+    stmt = _with_bot(EVENTS).where(*conds)
+    return _run(engine, stmt, OrderEventView, (EVENTS.c.ts, EVENTS.c.seq), limit)
