@@ -8,7 +8,9 @@ view of the restarted run, persisted (`BrokerStateFile`) as the broker's view of
 that died, and seeded from the database (`from_records`) to replay lost events onto it.
 
 Order statuses move as in the audit tables (an edge the lifecycle lacks keeps the current
-status); positions move with the arithmetic of `trading.persistence.position_book`.
+status); positions move with the arithmetic of `trading.persistence.position_book`, at the
+database columns' 10 decimals, so a book seeded from the database and one kept in memory
+agree to the last digit.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from trading.events import (
 from trading.orders import TRANSITIONS, OrderSide, OrderStatus, OrderType
 from trading.persistence.audit import event_key
 from trading.persistence.audit_events import EquitySampled
-from trading.persistence.position_book import position_after_fill
+from trading.persistence.position_book import is_flat, position_after_fill
 from trading.positions import Position
 
 _ZERO = Decimal(0)
@@ -221,7 +223,7 @@ class PaperBrokerState:
 
     def positions(self) -> list[Position]:
         with self._lock:
-            return [p for p in self.book.values() if p.quantity != 0]
+            return [p for p in self.book.values() if not is_flat(p.quantity)]
 
     def status_of(self, client_order_id: str) -> OrderStatus | None:
         """Return the order's status, open or closed, if the broker knows it."""
@@ -273,7 +275,9 @@ class PaperBrokerState:
                 "cash": _s(self.cash),
                 "marks": {s: str(p) for s, p in self.marks.items()},
                 "open_orders": [_order_json(o) for o in self.orders.values()],
-                "positions": [_position_json(p) for p in self.book.values() if p.quantity != 0],
+                "positions": [
+                    _position_json(p) for p in self.book.values() if not is_flat(p.quantity)
+                ],
             }
 
     @classmethod

@@ -24,6 +24,8 @@ from trading.events import Event, OrderEvent, OrderFill
 from trading.exceptions import ATFError
 from trading.persistence.audit import apply_events
 from trading.persistence.audit_events import Reconciled
+from trading.persistence.columns import at_scale
+from trading.persistence.position_book import is_flat
 from trading.persistence.recovery import load_open_orders, load_positions, record_reconciliation
 from trading.positions import Position
 
@@ -161,13 +163,14 @@ def same_order(a: OrderState, b: OrderState) -> bool:
 
 
 def same_position(a: Position | None, b: Position | None) -> bool:
-    qa = a.quantity if a is not None else Decimal(0)
-    qb = b.quantity if b is not None else Decimal(0)
-    if not same_amount(qa, qb):
+    """Compare quantities at the quantity column's precision: a residue below it is flat."""
+    qa = at_scale(a.quantity) if a is not None else Decimal(0)
+    qb = at_scale(b.quantity) if b is not None else Decimal(0)
+    if is_flat(qa) and is_flat(qb):
+        return True
+    if is_flat(qa) or is_flat(qb) or not same_amount(qa, qb):
         return False
-    return qa == 0 or same_amount(
-        a.avg_entry_price if a else None, b.avg_entry_price if b else None
-    )
+    return same_amount(a.avg_entry_price if a else None, b.avg_entry_price if b else None)
 
 
 def _num(x: Decimal | None) -> str:
@@ -186,7 +189,7 @@ def describe_order(o: OrderState | None, closed: str | None = None) -> str:
 
 
 def describe_position(p: Position | None) -> str:
-    if p is None or p.quantity == 0:
+    if p is None or is_flat(p.quantity):
         return "flat"
     return f"{_num(p.quantity)} @ {_num(p.avg_entry_price)}"
 
@@ -196,7 +199,7 @@ def _orders(view: Iterable[OrderLike]) -> dict[str, OrderState]:
 
 
 def _positions(view: Iterable[Position]) -> dict[str, Position]:
-    return {p.symbol: p for p in view if p.quantity != 0}
+    return {p.symbol: p for p in view if not is_flat(p.quantity)}
 
 
 def diff_books(

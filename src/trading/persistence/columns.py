@@ -22,8 +22,15 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 
 MONEY_PRECISION = 28
 MONEY_SCALE = 10
-_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+#: The last digit a money or quantity column keeps (1e-10).
+MONEY_QUANTUM = Decimal(1).scaleb(-MONEY_SCALE)
+_QUANTUM = MONEY_QUANTUM
 _MONEY_LIMIT = Decimal(10) ** (MONEY_PRECISION - MONEY_SCALE)
+
+
+def at_scale(value: Decimal) -> Decimal:
+    """Round a Decimal to the columns' scale (what the database would store)."""
+    return value.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
 
 
 def to_decimal(value: Any) -> Decimal:

@@ -2,6 +2,9 @@
 
 Quantities are signed (long > 0, short < 0); `realised_pnl` is gross and `fees` sit beside
 it. A fill that crosses zero closes the round trip and opens the next one with the rest.
+Unlike `PositionManager`, every amount is kept at the columns' 10 decimals (see
+`position_after_fill`), so the database, the paper broker's book and reconciliation agree
+to the last digit whatever the batch boundaries.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from sqlalchemy.engine import Connection
 
 from trading.events import OrderFill
 from trading.orders import OrderSide
-from trading.persistence.columns import to_decimal
+from trading.persistence.columns import MONEY_QUANTUM, at_scale, to_decimal
 from trading.persistence.models import FillRecord, OrderRecord, PositionRecord, Trade, table
 from trading.persistence.sql import update_by_id
 
@@ -25,6 +28,10 @@ TRADES = table(Trade)
 ORDERS = table(OrderRecord)
 FILLS = table(FillRecord)
 _ZERO = Decimal(0)
+#: How far from zero a position may be and still be flat: ten quanta of the quantity column.
+#: Fills are stored rounded to its 10 decimals, so a round trip of n fills may miss zero by
+#: n/2 quanta; 1e-9 covers 20 fills and is far below any venue's lot size.
+DUST = MONEY_QUANTUM * 10
 _POSITION_OF = select(POSITIONS).where(
     POSITIONS.c.bot_instance_id == bindparam("bot"), POSITIONS.c.symbol == bindparam("symbol")
 )
@@ -41,6 +48,11 @@ class PositionChange:
     closed: bool  # the round trip that was open ended (back to flat, or by a flip)
 
 
+def is_flat(quantity: Decimal) -> bool:
+    """Return whether a position of `quantity` is flat (no more than `DUST` either way)."""
+    return abs(quantity) <= DUST
+
+
 def position_after_fill(
     quantity: Decimal,
     avg_entry_price: Decimal | None,
@@ -48,20 +60,35 @@ def position_after_fill(
     qty: Decimal,
     price: Decimal,
 ) -> PositionChange:
-    """Return the position after buying or selling `qty` at `price`."""
+    """Return the position after buying or selling `qty` at `price`, at the columns' scale.
+
+    Every amount is rounded to the 10 decimals the database keeps, so the result does not
+    depend on whether the previous position came from memory or from a row (a later batch,
+    a spool replay, a recovery seeded from the database). A reducing fill within `DUST` of
+    the open quantity closes it exactly: the roundings of several fills do not leave a
+    residue, nor flip the position by one quantum.
+    """
+    qty, price = to_decimal(qty), to_decimal(price)
+    if is_flat(quantity):
+        quantity, avg_entry_price = _ZERO, None
+    else:
+        quantity = at_scale(quantity)
     signed = side.sign * qty
     if quantity == 0 or (quantity > 0) == (signed > 0):
         new_q = quantity + signed
         if quantity == 0 or avg_entry_price is None:
             avg = price
         else:
-            avg = (avg_entry_price * abs(quantity) + price * qty) / abs(new_q)
+            avg = at_scale((avg_entry_price * abs(quantity) + price * qty) / abs(new_q))
         return PositionChange(new_q, avg, _ZERO, quantity == 0, False)
     assert avg_entry_price is not None
     direction = 1 if quantity > 0 else -1
-    closed = min(qty, abs(quantity))
-    realised = closed * (price - avg_entry_price) * direction
-    rest = qty - closed
+    if is_flat(qty - abs(quantity)):  # closed exactly, or within the roundings of its fills
+        closed, rest = abs(quantity), _ZERO
+    else:
+        closed = min(qty, abs(quantity))
+        rest = qty - closed
+    realised = at_scale(closed * (price - avg_entry_price) * direction)
     if rest > 0:  # flipped: the rest opens the other side at the fill price
         return PositionChange(side.sign * rest, price, realised, True, True)
     new_q = quantity - direction * closed
@@ -94,7 +121,7 @@ class PositionBook:
         """Return whether an order on `side` would reduce the open position."""
         row = self.row(symbol)
         q = _ZERO if row is None else row["quantity"]
-        return q != 0 and (q > 0) != (side is OrderSide.BUY)
+        return not is_flat(q) and (q > 0) != (side is OrderSide.BUY)
 
     def apply_fill(self, fill: OrderFill, client_order_id: str) -> str | None:
         """Move the position by `fill`; return the key of the round trip the fill belongs to."""
@@ -102,15 +129,15 @@ class PositionBook:
         q = _ZERO if row is None else row["quantity"]
         avg = None if row is None else row["avg_entry_price"]
         old_key = None if row is None else row["trade_key"]
-        # The stored quantity has the column's 10 decimals: move it by the fill rounded the
-        # same way, or closing a position in a later batch than it opened leaves a residue.
-        change = position_after_fill(q, avg, fill.side, to_decimal(fill.last_qty), fill.last_price)
+        # Amounts at the column's scale: the cached row equals the stored one, so a position
+        # moves the same whether its previous fill was in this batch or an earlier one.
+        change = position_after_fill(q, avg, fill.side, fill.last_qty, fill.last_price)
         values: dict[str, Any] = {
             "side": side_of(change.quantity),
             "quantity": change.quantity,
             "avg_entry_price": change.avg_entry_price,
             "realised_pnl": (_ZERO if row is None else row["realised_pnl"]) + change.realised,
-            "fees": (_ZERO if row is None else row["fees"]) + fill.fee,
+            "fees": (_ZERO if row is None else row["fees"]) + to_decimal(fill.fee),
             "updated_at": fill.ts,
         }
         if change.opened:
@@ -122,7 +149,7 @@ class PositionBook:
     def adopt_trade_key(self, symbol: str, trade_key: str, ts: datetime) -> None:
         """Take the id a TradeOpened gives the open round trip, re-linking its orders and fills."""
         row = self.row(symbol)
-        if row is None or row["quantity"] == 0 or row["trade_key"] == trade_key:
+        if row is None or is_flat(row["quantity"]) or row["trade_key"] == trade_key:
             return
         old = row["trade_key"]
         if old is not None and self._trade_exists(old):
