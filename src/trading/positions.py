@@ -4,14 +4,27 @@ Conventions: quantities are signed (long > 0, short < 0); `realised_pnl` is gros
 and `fees` is kept beside it, so ``realised + unrealised(mark) - fees`` is the net pnl.
 A fill that crosses zero (a flip) closes the old round trip at the fill price and opens the
 new one with the rest; its fee is split between the two in proportion to the quantities.
+
+The arithmetic runs in a decimal context of its own (`DECIMAL_CONTEXT`: 28 digits, half to
+even), never the thread's: a library that changes the global context (ccxt sets its
+rounding to half up) must not change an average price or a fee split.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from decimal import Decimal
+from decimal import (
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    DivisionByZero,
+    InvalidOperation,
+    Overflow,
+    localcontext,
+)
 from enum import Enum
 
 from trading.bus import EventBus
@@ -19,6 +32,13 @@ from trading.events import OrderFill, TradeClosed, TradeOpened
 from trading.orders import Order, OrderSide
 
 _ZERO = Decimal(0)
+# Python's default context, spelled out: what every result of this module is computed in.
+DECIMAL_CONTEXT = Context(prec=28, rounding=ROUND_HALF_EVEN, traps=[InvalidOperation, DivisionByZero, Overflow])
+
+
+def _arithmetic() -> AbstractContextManager[Context]:
+    """Enter a copy of `DECIMAL_CONTEXT` for this module's arithmetic."""
+    return localcontext(DECIMAL_CONTEXT)
 
 
 class PositionSide(Enum):
@@ -50,11 +70,14 @@ class Position:
         """Return the pnl of the open quantity valued at `mark` (zero when flat)."""
         if self.quantity == 0 or self.avg_entry_price is None:
             return _ZERO
-        return self.quantity * (mark - self.avg_entry_price)
+        with _arithmetic():
+            return self.quantity * (mark - self.avg_entry_price)
 
     def net_pnl(self, mark: Decimal) -> Decimal:
         """Return realised + unrealised - fees."""
-        return self.realised_pnl + self.unrealised_pnl(mark) - self.fees
+        unrealised = self.unrealised_pnl(mark)
+        with _arithmetic():
+            return self.realised_pnl + unrealised - self.fees
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,7 @@ class PositionManager:
 
     def __init__(self, bus: EventBus | None = None) -> None:
         self._bus = bus
+        self._events: list[TradeOpened | TradeClosed] = []  # told once the fill is applied
         self._positions: dict[str, Position] = {}
         self._trips: dict[str, _RoundTrip] = {}
         self._count = 0
@@ -98,7 +122,9 @@ class PositionManager:
 
     def unrealised_pnl(self, marks: Mapping[str, Decimal]) -> Decimal:
         """Return the summed unrealised pnl of the open positions at the given marks."""
-        return sum((p.unrealised_pnl(marks[p.symbol]) for p in self.open_positions()), _ZERO)
+        pnls = [p.unrealised_pnl(marks[p.symbol]) for p in self.open_positions()]
+        with _arithmetic():
+            return sum(pnls, _ZERO)
 
     def can_enter(
         self, symbol: str, side: OrderSide, *, scale_in: bool = False, max_entries: int | None = None
@@ -153,17 +179,23 @@ class PositionManager:
                 f"a fill needs quantity > 0, price > 0 and fee >= 0; got quantity {quantity}, price {price}, fee {fee}"
             )
         pos = self.position(symbol)
-        q, signed = pos.quantity, side.sign * quantity
-        if q == 0 or (q > 0) == (signed > 0):
-            pos = self._add(pos, signed, price, fee, ts, order_id)
-        else:
-            closed = min(quantity, abs(q))
-            close_fee = fee if quantity <= abs(q) else fee * closed / quantity
-            pos = self._reduce(pos, closed, price, close_fee, ts)
-            rest = quantity - closed
-            if rest > 0:  # the fill flipped the position
-                pos = self._add(pos, side.sign * rest, price, fee - close_fee, ts, order_id)
-        self._positions[symbol] = pos
+        self._events = []
+        with _arithmetic():
+            q, signed = pos.quantity, side.sign * quantity
+            if q == 0 or (q > 0) == (signed > 0):
+                pos = self._add(pos, signed, price, fee, ts, order_id)
+            else:
+                closed = min(quantity, abs(q))
+                close_fee = fee if quantity <= abs(q) else fee * closed / quantity
+                pos = self._reduce(pos, closed, price, close_fee, ts)
+                rest = quantity - closed
+                if rest > 0:  # the fill flipped the position
+                    pos = self._add(pos, side.sign * rest, price, fee - close_fee, ts, order_id)
+            self._positions[symbol] = pos
+        # Outside the context: subscribers run in the caller's own.
+        events, self._events = self._events, []
+        for event in events:
+            self._publish(event)
         return pos
 
     def _add(
@@ -197,7 +229,7 @@ class PositionManager:
             pos, quantity=new_q, avg_entry_price=avg, fees=pos.fees + fee, entries=len(trip.entry_orders)
         )
         if opening:
-            self._publish(
+            self._events.append(
                 TradeOpened(
                     ts=ts,
                     trade_id=trip.trade_id,
@@ -226,7 +258,7 @@ class PositionManager:
         if new_q == 0:
             pos = replace(pos, avg_entry_price=None, trade_id=None, opened_ts=None, entries=0)
             del self._trips[pos.symbol]
-            self._publish(
+            self._events.append(
                 TradeClosed(
                     ts=ts,
                     trade_id=trip.trade_id,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import decimal
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 
 import pytest
@@ -15,7 +16,7 @@ from trading.order_manager import OrderManager
 from trading.orders import ClientOrderId, Order, OrderSide, OrderType
 from trading.positions import PositionManager, PositionSide
 
-T0 = datetime(2024, 6, 3, tzinfo=timezone.utc)
+T0 = datetime(2024, 6, 3, tzinfo=UTC)
 BUY, SELL = OrderSide.BUY, OrderSide.SELL
 
 
@@ -166,3 +167,42 @@ def test_realised_plus_unrealised_equals_the_mark_to_market_pnl_of_the_fills(
     # Decimal division in the averages rounds at 28 digits; nothing else may differ.
     assert abs(pos.realised_pnl + pos.unrealised_pnl(mark) - mtm) < D("1e-18")
     assert abs(pos.net_pnl(mark) - (mtm - fees)) < D("1e-18")
+
+
+def _replay(fills: list[tuple[OrderSide, D, D, D]]) -> tuple[list, list[Event], D, D]:
+    pm, events = manager()
+    positions = [pm.apply_fill("X", side, q, price, fee, ts=T0, order_id=f"o{k}")
+                 for k, (side, q, price, fee) in enumerate(fills)]
+    mark = D("100.00000000000000000000000003")
+    return positions, events, pm.position("X").net_pnl(mark), pm.unrealised_pnl({"X": mark})
+
+
+# Ties at the 29th digit (half-even and half-up round them apart) and divisions that do not end.
+TIE = D("100.0000000000000000000000001")  # (TIE + 100) / 2 = 100.00000000000000000000000005
+FEE_TIE = D("1.000000000000000000000000001")  # half of it is a tie too
+CONTEXT_FILLS = [
+    (BUY, D(1), D(100), D("0.1")),
+    (BUY, D(1), TIE, D("0.1")),  # average entry: a tie
+    (SELL, D(3), D(101), FEE_TIE),  # a flip: the fee split 2/3 : 1/3 does not end
+    (BUY, D(2), D("99.7"), FEE_TIE),  # a flip: the fee split 1/2 : 1/2 is a tie
+    (SELL, D(7), D("100.3"), D("0.7")),
+    (BUY, D(3), D(99), D("0.3")),
+]
+
+
+@pytest.mark.parametrize(("rounding", "prec"), [("ROUND_HALF_UP", 28), ("ROUND_DOWN", 28), ("ROUND_CEILING", 9)])
+def test_results_do_not_depend_on_the_thread_decimal_context(rounding: str, prec: int) -> None:
+    # ccxt's decimal_to_precision sets the global rounding to ROUND_HALF_UP; a test (or a
+    # library) run before must not change an average price, a fee split or a pnl.
+    with decimal.localcontext(decimal.Context()):  # Python's default context
+        expected = _replay(CONTEXT_FILLS)
+    with decimal.localcontext() as ctx:
+        ctx.rounding, ctx.prec = getattr(decimal, rounding), prec
+        got = _replay(CONTEXT_FILLS)
+        assert decimal.getcontext().rounding == getattr(decimal, rounding)  # left as it was
+    assert got == expected
+    positions, events, _, _ = got
+    assert positions[1].avg_entry_price == D("100.0000000000000000000000000")  # the tie, half to even
+    assert [type(e).__name__ for e in events] == [
+        "TradeOpened", "TradeClosed", "TradeOpened", "TradeClosed", "TradeOpened", "TradeClosed", "TradeOpened"]
+    assert positions[-1].quantity == -3
