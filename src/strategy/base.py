@@ -18,18 +18,15 @@ strategy never learns the mode it runs in.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import backtrader as bt
 import pandas as pd
 
-from strategy.book import Book
-from strategy.book import StrategySpec as _BookSpec
+from strategy.book import Book, StrategySpec
 from strategy.mixins.base import OpenTrade, Side, combine
 from strategy.order_flow import EXIT_LEGS, OrderFlow, order_side
 from strategy.risk_gate import bar_datetime, check_entry, dec
@@ -42,19 +39,6 @@ from trading.risk import RiskController
 from trading.sizing import position_quantity
 
 __all__ = ["BaseStrategy", "Book", "StrategySpec"]
-
-
-@dataclass(frozen=True)
-class StrategySpec(_BookSpec):
-    """The book's StrategySpec plus the scale-in rule (`strategy.scale_in`, None: off)."""
-
-    scale_in: Any = None  # trading.config.ScaleInConfig
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> StrategySpec:
-        base = _BookSpec.from_config(cfg)
-        fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(_BookSpec)}
-        return cls(**fields, scale_in=cfg.strategy.scale_in)
 
 
 class BaseStrategy(ScaleIn, OrderFlow, bt.Strategy):
@@ -101,7 +85,7 @@ class BaseStrategy(ScaleIn, OrderFlow, bt.Strategy):
         self._venue.feed(self.position_manager)
         self._trade_id: dict[str, Any] = {}  # symbol -> client order id of the open trade's entry
         self._last_entry_bar: dict[str, int] = {}  # symbol -> bar of the last entry or add signal
-        self.scale_in = getattr(spec, "scale_in", None)
+        self.scale_in = spec.scale_in
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> None:

@@ -31,6 +31,7 @@ class StrategySpec:
     exits: tuple[tuple[type[ExitMixin], Any], ...]
     sizing: Any  # trading.config.SizingConfig
     risk: Any  # trading.config.RiskSection
+    scale_in: Any = None  # trading.config.ScaleInConfig (`strategy.scale_in`); None: off
 
     @classmethod
     def from_config(cls, cfg: Any) -> StrategySpec:
@@ -53,6 +54,7 @@ class StrategySpec:
             exits=build(s.exit_mixins, "exit"),
             sizing=s.resolved_sizing(),
             risk=cfg.risk_management,
+            scale_in=s.scale_in,
         )
 
     @property

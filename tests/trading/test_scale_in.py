@@ -228,3 +228,12 @@ def test_backtest_and_paper_replay_scale_in_the_same_way(tmp_path: Path) -> None
     assert before_last(ev_p) == before_last(ev_b)
     ids = [o.client_order_id for o in bot_p.order_manager.orders() if o.created_ts < last]
     assert ids == [o.client_order_id for o in bot_b.order_manager.orders()]
+
+
+def test_the_book_spec_carries_the_scale_in_rule_and_base_exports_the_same_class() -> None:
+    from strategy import base, book
+
+    assert base.StrategySpec is book.StrategySpec
+    on = book.StrategySpec.from_config(scenario_config(strategy={"scale_in": {"max_entries": 3}}))
+    off = book.StrategySpec.from_config(scenario_config())
+    assert on.scale_in == ScaleInConfig(max_entries=3) and off.scale_in is None
