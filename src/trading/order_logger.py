@@ -47,7 +47,7 @@ DEFAULT_BACKUP_COUNT = 5
 # The keys of every JSON record, in this order; a field that does not apply is null.
 FIELDS = (
     "ts", "event", "status", "broker", "symbol", "side", "order_type", "quantity", "price",
-    "order_id", "trade_id", "pnl", "fee", "new_price", "new_quantity", "reason",
+    "order_id", "trade_id", "pnl", "fee", "new_price", "new_quantity", "reason", "exit_reason", "entry_tag",
 )
 EVENTS = ("entry", "exit", "stop_loss", "take_profit", "cancel", "modify", "failed")
 
@@ -277,12 +277,17 @@ class OrderLogger:
         self, *, symbol: str, side: Any, quantity: Number, price: Number | None = None,
         order_id: Any = None, pnl: Number | None = None, broker: str | None = None,
         status: str = "submitted", order_type: Any = None, fee: Number | None = None,
-        trade_id: str | None = None, reason: str | None = None, ts: datetime | None = None,
+        trade_id: str | None = None, reason: str | None = None, exit_reason: str | None = None,
+        entry_tag: str | None = None, ts: datetime | None = None,
     ) -> None:
-        """Log an order that closes a position, or (status "closed", with pnl) the closed trade."""
+        """Log an order that closes a position, or (status "closed", with pnl) the closed trade.
+
+        A closed trade carries the rule that closed it (`exit_reason`: ``stop_loss``,
+        ``take_profit``, a mixin's reason ...) and the entry rules that opened it (`entry_tag`).
+        """
         self.log_event("exit", symbol=symbol, side=side, quantity=quantity, price=price, order_id=order_id,
                        pnl=pnl, broker=broker, status=status, order_type=order_type, fee=fee,
-                       trade_id=trade_id, reason=reason, ts=ts)
+                       trade_id=trade_id, reason=reason, exit_reason=exit_reason, entry_tag=entry_tag, ts=ts)
 
     def log_stop_loss(
         self, *, symbol: str, side: Any, quantity: Number, price: Number | None = None,
@@ -383,7 +388,8 @@ def _message(rec: dict[str, Any]) -> str:
     labels = (("quantity", "qty"), ("price", "price"), ("order_id", "id"), ("pnl", "pnl"),
               ("fee", "fee"), ("new_price", "new_price"), ("new_quantity", "new_qty"),
               ("trade_id", "trade"), ("order_type", "type"), ("status", "status"),
-              ("broker", "broker"), ("reason", "reason"), ("ts", "at"))
+              ("broker", "broker"), ("reason", "reason"), ("exit_reason", "exit_reason"),
+              ("entry_tag", "entry_tag"), ("ts", "at"))
     parts.extend(f"{label}={rec[key]}" for key, label in labels if rec[key] is not None)
     return " ".join(parts)
 
@@ -468,7 +474,7 @@ class OrderEventLog:
         self.logger.log_order_exit(
             symbol=event.symbol, side=closing, quantity=event.quantity, price=event.exit_price,
             pnl=event.realised_pnl, fee=event.fees, trade_id=event.trade_id, status="closed",
-            broker=self.broker, ts=event.ts,
+            exit_reason=event.exit_reason or None, entry_tag=event.entry_tag or None, broker=self.broker, ts=event.ts,
         )
 
 

@@ -71,7 +71,8 @@ def test_each_method_writes_one_line_and_one_record_with_the_same_event(tmp_path
         log.log_order_modify(symbol="BTC/USDT", order_id="o-2", new_price=0.1, new_quantity="0.25", ts=T0)
         log.log_order_cancel(symbol="BTC/USDT", order_id="o-3", reason="oco", ts=T0)
         log.log_order_exit(symbol="BTC/USDT", side="sell", quantity=0.5, price=41000, pnl=Decimal("-550.05"),
-                           order_id="o-2", status="closed", ts=T0 + timedelta(hours=2))
+                           order_id="o-2", status="closed", exit_reason="trailing_stop", entry_tag="RSIOrBBEntryMixin",
+                           ts=T0 + timedelta(hours=2))
         log.log_order_failed(symbol="ETH/USDT", side="buy", quantity=1, reason="INSUFFICIENT_BALANCE",
                              broker="binance", ts=T0)
     records = list(read_records(tmp_path))
@@ -86,6 +87,8 @@ def test_each_method_writes_one_line_and_one_record_with_the_same_event(tmp_path
     assert (modify["new_price"], modify["new_quantity"]) == ("0.1", "0.25")  # a float keeps its short form
     assert (cancel["status"], cancel["reason"]) == ("cancelled", "oco")
     assert (exit_["pnl"], exit_["status"], exit_["ts"]) == ("-550.05", "closed", "2024-05-01T14:00:00+00:00")
+    assert (exit_["exit_reason"], exit_["entry_tag"]) == ("trailing_stop", "RSIOrBBEntryMixin")
+    assert entry["exit_reason"] is None and entry["entry_tag"] is None
     assert (failed["broker"], failed["reason"], failed["status"]) == ("binance", "INSUFFICIENT_BALANCE", "rejected")
     assert all(datetime.fromisoformat(r["logged_at"]).utcoffset() == timedelta(0) for r in records)
 
@@ -98,6 +101,7 @@ def test_each_method_writes_one_line_and_one_record_with_the_same_event(tmp_path
     assert lines[0].endswith("BTC/USDT ENTRY BUY qty=0.5 price=42000.10 id=o-1 type=limit status=submitted "
                              "broker=paper at=2024-05-01T12:00:00+00:00")
     assert " SELL qty=0.5 price=41000 id=o-2 pnl=-550.05 " in lines[5]
+    assert " exit_reason=trailing_stop entry_tag=RSIOrBBEntryMixin at=" in lines[5]
 
 
 def test_rotated_files_are_gzipped_and_read_back_oldest_first(tmp_path: Path) -> None:
@@ -252,7 +256,8 @@ def test_bus_events_map_to_the_order_log_by_the_orders_tag(tmp_path: Path) -> No
         OrderPartiallyFilled(**base, client_order_id=sl, last_qty=Decimal(1), last_price=Decimal(9),
                              filled_qty=Decimal(1), **{**fill, "remaining_qty": Decimal(1)}),
         TradeClosed(**base, trade_id="AAA-3", side=PositionSide.LONG, quantity=Decimal(2), entry_price=Decimal(10),
-                    exit_price=Decimal(9), realised_pnl=Decimal(-2), fees=Decimal("0.12")),
+                    exit_price=Decimal(9), realised_pnl=Decimal(-2), fees=Decimal("0.12"), exit_reason="stop_loss",
+                    entry_tag="FireAtBars"),
         OrderFilled(**base, client_order_id=sl, last_qty=Decimal(1), last_price=Decimal(9),
                     filled_qty=Decimal(2), **fill),
         OrderCancelled(**base, client_order_id=tp, reason="OCO"),
@@ -283,6 +288,8 @@ def test_bus_events_map_to_the_order_log_by_the_orders_tag(tmp_path: Path) -> No
     ]
     records = list(read_records(tmp_path))
     assert records[5]["new_price"] == "9.5" and records[7]["pnl"] == "-2" and records[7]["trade_id"] == "AAA-3"
+    assert (records[7]["exit_reason"], records[7]["entry_tag"]) == ("stop_loss", "FireAtBars")
+    assert all(r["exit_reason"] is None for k, r in enumerate(records) if k != 7)
     assert records[-1]["reason"] == "VENUE_REJECTED" and all(r["broker"] == "paper" for r in records)
 
 
@@ -371,6 +378,10 @@ def test_a_paper_replay_logs_every_order_event_and_every_closed_trade_once(tmp_p
         assert float(rec["quantity"]) == pytest.approx(sum(t.quantity for t in legs), rel=1e-9)
         assert float(rec["pnl"]) == pytest.approx(sum(t.gross_pnl for t in legs), rel=1e-9, abs=1e-9)
         assert float(rec["fee"]) == pytest.approx(sum(t.fees for t in legs), rel=1e-9)
+        # The reason of the leg that flattened the position, and the tag of the entry.
+        last = max(legs, key=lambda t: t.exit_time)
+        assert (rec["exit_reason"], rec["entry_tag"]) == (last.exit_reason, legs[0].entry_tag)
+    assert len({r["exit_reason"] for r in exits}) > 1 and all(r["exit_reason"] and r["entry_tag"] for r in exits)
     assert all(r["broker"] == "paper" for r in records)
 
     lines = text_lines(tmp_path / "logs" / "trading_orders.log")
