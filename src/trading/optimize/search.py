@@ -44,6 +44,29 @@ class SearchResult:
         return sum(o.feasible for o in self.trials)
 
 
+def _result(
+    method: str,
+    spec: OptimizeSpec,
+    runner: Runner,
+    outcomes: list[TrialOutcome],
+    t0: float,
+    window: Window | None,
+    study_name: str | None = None,
+) -> SearchResult:
+    """Return the result of a search that started at `t0` (perf_counter) and found `outcomes`."""
+    return SearchResult(
+        method,
+        spec.objective,
+        spec.direction,
+        outcomes,
+        best_of(outcomes, spec.direction),
+        time.perf_counter() - t0,
+        runner.workers,
+        study_name=study_name,
+        window=window,
+    )
+
+
 def grid_points(spec: OptimizeSpec) -> list[dict[str, Any]]:
     """Return every combination of the parameters' grid values, the last parameter varying fastest."""
     names = list(spec.parameters)
@@ -66,16 +89,7 @@ def run_grid(
         if on_result:
             on_result(o)
     outcomes.sort(key=lambda o: o.number)
-    return SearchResult(
-        "grid",
-        spec.objective,
-        spec.direction,
-        outcomes,
-        best_of(outcomes, spec.direction),
-        time.perf_counter() - t0,
-        runner.workers,
-        window=window,
-    )
+    return _result("grid", spec, runner, outcomes, t0, window)
 
 
 def distribution(rng: ParamRange) -> Any:
@@ -144,17 +158,7 @@ def run_optuna(
             if on_result:
                 on_result(o)
     outcomes = outcomes_from_study(study)
-    return SearchResult(
-        "optuna",
-        spec.objective,
-        spec.direction,
-        outcomes,
-        best_of(outcomes, spec.direction),
-        time.perf_counter() - t0,
-        runner.workers,
-        study_name=study.study_name,
-        window=window,
-    )
+    return _result("optuna", spec, runner, outcomes, t0, window, study_name=study.study_name)
 
 
 def _tell(study: Any, trial: Any, o: TrialOutcome, constraints: Constraints) -> None:
