@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
 
 from tests.e2e.test_cli_backtest import REPO, atf
+from tests.strategy.test_rolling_window import SHORT, assert_same_values, stream
 
 
 def test_documented_custom_mixin_runs_from_yaml(tmp_path: Path) -> None:
     doc = (REPO / "docs" / "strategies.md").read_text(encoding="utf-8")
-    code = re.search(r"```python\n(# mybot/breakout\.py\n.*?)```", doc, re.S)
+    code = re.search(r"```python\n(# mybot/breakout\.py\n.*?)```", doc, re.DOTALL)
     assert code, "the custom mixin example is missing from docs/strategies.md"
     source = code.group(1)
     assert len([ln for ln in source.splitlines() if ln.strip()]) < 30  # "in under 30 lines"
@@ -43,3 +47,36 @@ def test_documented_custom_mixin_runs_from_yaml(tmp_path: Path) -> None:
     bad = atf("config", "validate", str(cfg), cwd=tmp_path, env=env)
     assert bad.returncode == 1 and "did you mean 'e_period'" in bad.stderr
 
+
+
+def test_documented_rolling_window_mixin_streams_the_values_of_a_full_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = (REPO / "docs" / "strategies.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(# mybot/window_breakout\.py\n.*?)```", doc, re.DOTALL)
+    assert code, "the rolling-window example is missing from docs/strategies.md"
+    pkg = tmp_path / "mybot"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "window_breakout.py").write_text(code.group(1))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cls = importlib.import_module("mybot.window_breakout").WindowBreakoutEntryMixin
+
+    params = {"e_period": 30, "e_vol_period": 10}
+    for bars in SHORT.values():
+        n = len(bars)
+        full, streamed = cls(params), cls(params)
+        full.prepare(bars)
+        windows = stream(streamed, bars)
+        assert sum(full.long) > 10  # the rule fires: the comparison is not of all-False lists
+        assert_same_values(full, streamed, n)
+        memory = streamed.memory()
+        assert memory == 31 and windows[-(n - memory):] == [memory] * (n - memory)
+
+    # The check catches a memory one bar short: the range would miss bar t-N.
+    short = type("ShortMemory", (cls,), {"memory": lambda self: self.p.e_period})
+    bars = SHORT["seed1"]
+    full, streamed = short(params), short(params)
+    full.prepare(bars)
+    stream(streamed, bars)
+    assert not np.array_equal(np.asarray(full.long), np.asarray(streamed.long))
