@@ -20,10 +20,9 @@ from typing import Any
 
 import pytest
 
+from tests.trading.paper_run import paper_config, write_replay_bars
 from trading.bot import BaseTradingBot
 from trading.bus import EventBus
-from trading.config import parse_config
-from trading.data import generate_ohlcv
 from trading.events import (
     Event,
     OrderCancelled,
@@ -366,37 +365,22 @@ def test_s3_export_lands_as_one_object_at_the_dated_key_and_loads_back(
 # ----------------------------------------------------------------------------- the bot's bus
 
 
-BOT_YAML = """
-bot: {name: ledger_test, symbols: [AAA], timeframe: 1h}
-data: {source: synthetic, bars: 400, seed: 7}
-strategy:
-  name: rsi_bb
-  entry_mixins:
-    - name: RSIOrBBEntryMixin
-      parameters: {e_rsi_period: 14, e_rsi_oversold: 35, e_bb_period: 20, e_bb_dev: 1.8, e_cooldown_bars: 2}
-  exit_mixins:
-    - name: AdvancedATRExitMixin
-      parameters: {x_atr_period: 14, x_sl_multiplier: 1.5, x_tp_multiplier: 2.0, x_trailing_enabled: true}
-  position_size: 0.2
-broker:
-  trading_mode: paper
-  cash: 10000.0
-  commission_rate: 0.001
-  paper_trading_config: {slippage_model: percent, base_slippage: 0.0005}
-risk_management: {stop_loss_required: true}
-"""
+BROKER = {
+    "trading_mode": "paper",
+    "cash": 10000.0,
+    "commission_rate": 0.001,
+    "paper_trading_config": {"slippage_model": "percent", "base_slippage": 0.0005},
+}
 
 
 @pytest.fixture(scope="module")
 def bars_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("bars") / "aaa.csv"
-    generate_ohlcv(400, seed=11, timeframe="1h", start="2021-03-01").rename_axis("datetime").to_csv(path)
-    return path
+    return write_replay_bars(tmp_path_factory.mktemp("bars") / "aaa.csv")
 
 
 @pytest.mark.parametrize("inline", [True, False], ids=["inline", "queued"])
 def test_a_paper_replay_records_every_fill_through_the_bus(bars_csv: Path, tmp_path: Path, inline: bool) -> None:
-    cfg = parse_config(BOT_YAML)
+    cfg = paper_config("ledger_test", BROKER, strategy="rsi_bb")
     bus = EventBus(tmp_path / "spool")
     fills: list[OrderFill] = []
     types: dict[str, OrderType] = {}

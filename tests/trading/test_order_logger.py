@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.trading.paper_run import paper_config, write_replay_bars
 from trading.bot import BaseTradingBot
 from trading.bus import EventBus
-from trading.config import parse_config
-from trading.data import generate_ohlcv
 from trading.events import (
     Event,
     OrderAccepted,
@@ -293,33 +292,23 @@ def test_bus_events_map_to_the_order_log_by_the_orders_tag(tmp_path: Path) -> No
     assert records[-1]["reason"] == "VENUE_REJECTED" and all(r["broker"] == "paper" for r in records)
 
 
-BOT_YAML = """
-bot: {name: order_log_test, symbols: [AAA], timeframe: 1h}
-data: {source: synthetic, bars: 400, seed: 7}
-strategy:
-  name: t
-  entry_mixins:
-    - name: RSIOrBBEntryMixin
-      parameters: {e_rsi_period: 14, e_rsi_oversold: 35, e_bb_period: 20, e_bb_dev: 1.8, e_cooldown_bars: 2}
-  exit_mixins:
-    - name: AdvancedATRExitMixin
-      parameters: {x_atr_period: 14, x_sl_multiplier: 1.5, x_tp_multiplier: 2.0, x_trailing_enabled: true}
-  position_size: 0.2
-broker:
-  cash: 10000.0
-  commission_rate: 0.001
-  paper_trading_config:
-    {mode: advanced, slippage_model: percent, base_slippage: 0.0005,
-     partial_fill_probability: 0.3, reject_probability: 0.15, seed: 5}
-risk_management: {stop_loss_required: true}
-"""
+BROKER = {
+    "cash": 10000.0,
+    "commission_rate": 0.001,
+    "paper_trading_config": {
+        "mode": "advanced",
+        "slippage_model": "percent",
+        "base_slippage": 0.0005,
+        "partial_fill_probability": 0.3,
+        "reject_probability": 0.15,
+        "seed": 5,
+    },
+}
 
 
 def test_a_paper_replay_logs_every_order_event_and_every_closed_trade_once(tmp_path: Path) -> None:
-    cfg = parse_config(BOT_YAML)
-    bars = generate_ohlcv(400, seed=11, timeframe="1h", start="2021-03-01")
-    csv = tmp_path / "aaa.csv"
-    bars.rename_axis("datetime").to_csv(csv)
+    cfg = paper_config("order_log_test", BROKER)
+    csv = write_replay_bars(tmp_path / "aaa.csv")
     seen: list[Event] = []
 
     async def run():  # type: ignore[no-untyped-def]
