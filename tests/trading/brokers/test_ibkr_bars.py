@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
 
 import backtrader as bt
 import pytest
@@ -48,20 +47,6 @@ def test_the_aggregator_drops_a_first_bar_it_saw_only_part_of() -> None:
     assert agg.add(2 * H, 1, 1, 1, 1, 1) == []  # [0, 3h) began before the data: not a whole bar
     assert agg.add(3 * H, 1, 1, 1, 1, 1) == []
     assert agg.add(5 * H, 2, 2, 2, 2, 1) == [Bar(3 * H, 1, 2, 1, 2, 2)]
-
-
-@pytest.fixture
-def tws() -> Iterator[FakeTWS]:
-    with fake_tws() as server:
-        yield server
-
-
-@pytest.fixture
-def adapter(tws: FakeTWS) -> Iterator[IBKRAdapter]:
-    a = IBKRAdapter(settings(tws))
-    a.connect()
-    yield a
-    a.close()
 
 
 def _stream(adapter: IBKRAdapter, timeframe: str, warmup: int, source: str = "keep_up_to_date"):  # type: ignore[no-untyped-def]

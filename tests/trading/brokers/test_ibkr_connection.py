@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
@@ -22,20 +21,6 @@ from tests.fakes.fake_tws_setup import (
 from trading.brokers.ibkr import IBKRAdapter
 from trading.brokers.ibkr_config import IBKRConnectionError
 from trading.brokers.ibkr_contracts import ContractSpecError
-
-
-@pytest.fixture
-def tws() -> Iterator[FakeTWS]:
-    with fake_tws() as server:
-        yield server
-
-
-@pytest.fixture
-def adapter(tws: FakeTWS) -> Iterator[IBKRAdapter]:
-    a = IBKRAdapter(settings(tws))
-    a.connect()
-    yield a
-    a.close()
 
 
 def test_connect_completes_the_handshake_and_picks_the_only_paper_account(

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from decimal import Decimal
-
-import pytest
 
 from tests.fakes.fake_tws import FakeTWS
 from tests.fakes.fake_tws_setup import (
@@ -13,9 +10,7 @@ from tests.fakes.fake_tws_setup import (
     ES_DEC,
     EURUSD,
     bridge,
-    fake_tws,
     order,
-    settings,
     wait_until,
 )
 from trading.brokers.ibkr import IBKRAdapter
@@ -29,20 +24,6 @@ from trading.events import (
 )
 from trading.order_manager import OrderManager
 from trading.orders import OrderStatus as S
-
-
-@pytest.fixture
-def tws() -> Iterator[FakeTWS]:
-    with fake_tws() as server:
-        yield server
-
-
-@pytest.fixture
-def adapter(tws: FakeTWS) -> Iterator[IBKRAdapter]:
-    a = IBKRAdapter(settings(tws))
-    a.connect()
-    yield a
-    a.close()
 
 
 def _events(om: OrderManager) -> list[OrderEvent]:
