@@ -5,6 +5,9 @@
 together, paced at N× real time (`speed=N`) or as fast as the strategy consumes them
 (`speed=None`). Cerebro runs in a worker thread and blocks in `_load` until the producer
 delivers, so the asyncio loop stays free and bars from several symbols stay aligned by time.
+Neither side polls: the feed blocks on its queue, and a producer whose feeds hold
+`max_backlog` bars waits on an event the feeds set (from cerebro's thread) once they have
+taken half of them.
 
 The feed does not report `islive()`: backtrader's live path polls feeds and moves its clock
 on its own, while a blocking feed goes through exactly the same synchronisation as a
@@ -14,6 +17,7 @@ backtest over the same bars, which is what makes paper replay and backtest trade
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -40,6 +44,8 @@ class ReplayFeed(bt.feeds.DataBase):
         self.bars: queue.Queue[Bar | None] = queue.Queue(maxsize=self.p.maxsize)
         self.halt = threading.Event()  # set between bars: the feed ends before the next one
         self.delivered = 0
+        # Called in cerebro's thread after each bar taken off the queue (set by ReplayProducer).
+        self.on_take: Callable[[ReplayFeed], None] | None = None
 
     def put(self, bar: Bar) -> None:
         """Queue one bar (called from the producer's thread)."""
@@ -57,6 +63,9 @@ class ReplayFeed(bt.feeds.DataBase):
         if self.halt.is_set():
             return False
         bar = self.bars.get()
+        taken = self.on_take
+        if taken is not None:
+            taken(self)
         if bar is _END or self.halt.is_set():
             return False
         lines = self.lines
@@ -79,7 +88,9 @@ class ReplayProducer:
 
     Step k (the k-th distinct bar time t_k) is due `(t_k - t_0) / speed` seconds after the
     start, k × bar_seconds / speed for regular bars. `clock` and `sleep` are injectable so
-    the schedule can be tested without waiting.
+    the schedule can be tested without waiting. With `speed=None` a feed holds at most
+    `max_backlog` bars: the producer then waits (no polling) until every feed is down to
+    half of that, or until `stop`.
     """
 
     def __init__(
@@ -94,9 +105,15 @@ class ReplayProducer:
     ) -> None:
         if speed is not None and speed <= 0:
             raise ValueError(f"speed must be positive or None (as fast as possible), got {speed}")
+        if max_backlog < 1:
+            raise ValueError(f"max_backlog must be at least 1, got {max_backlog}")
         self.frames, self.feeds, self.speed = frames, feeds, speed
         self._clock, self._sleep = clock, sleep
         self._max_backlog = max_backlog
+        self._resume_at = max_backlog // 2  # bars left in a feed when a waiting producer resumes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._room: asyncio.Event | None = None  # set when the feeds have room, or on stop
+        self._waiting = False  # the producer waits on `_room`: the feeds' takes wake it
         self._stop = False
         self.sent = 0  # steps delivered so far
         self._rows = {
@@ -117,8 +134,41 @@ class ReplayProducer:
         return [(t - t0).total_seconds() / self.speed for t in steps]
 
     def stop(self) -> None:
-        """Deliver no further bar; the feeds then end after what they already hold."""
+        """Deliver no further bar; the feeds then end after what they already hold. Thread-safe."""
         self._stop = True
+        self._wake()
+
+    def _wake(self) -> None:
+        """Set `_room` on the producer's loop (callable from any thread)."""
+        loop, room = self._loop, self._room
+        if loop is None or room is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+            loop.call_soon_threadsafe(room.set)
+
+    def _taken(self, feed: ReplayFeed) -> None:
+        """A feed took a bar (cerebro's thread): wake a waiting producer once the feed has room."""
+        if self._waiting and feed.bars.qsize() <= self._resume_at:
+            self._wake()
+
+    def _backlog(self) -> int:
+        return max((f.bars.qsize() for f in self.feeds.values()), default=0)
+
+    async def _wait_for_room(self) -> None:
+        """Return once every feed holds fewer than `max_backlog` bars (or on stop), without polling."""
+        room = self._room
+        assert room is not None
+        if self._backlog() < self._max_backlog:
+            return
+        try:
+            while True:
+                room.clear()
+                self._waiting = True  # from here on, a take that leaves room sets `room`
+                if self._stop or self._backlog() <= self._resume_at:
+                    return
+                await room.wait()
+        finally:
+            self._waiting = False
 
     async def run(self) -> None:
         """Deliver every step on time, then end the feeds (also when stopped or cancelled)."""
@@ -126,6 +176,9 @@ class ReplayProducer:
         due = self.due_times()
         cursor = dict.fromkeys(self._rows, 0)
         start = self._clock()
+        self._loop, self._room = asyncio.get_running_loop(), asyncio.Event()
+        for feed in self.feeds.values():
+            feed.on_take = self._taken
         try:
             for k, ts in enumerate(steps):
                 if self._stop:
@@ -136,8 +189,7 @@ class ReplayProducer:
                         await self._sleep(wait)
                 else:
                     # As fast as possible, but keep the queues short and let the loop breathe.
-                    while not self._stop and max(f.bars.qsize() for f in self.feeds.values()) >= self._max_backlog:
-                        await self._sleep(0.001)
+                    await self._wait_for_room()
                     await self._sleep(0)
                 if self._stop:
                     break
@@ -151,4 +203,6 @@ class ReplayProducer:
                 self.sent = k + 1
         finally:
             for feed in self.feeds.values():
+                feed.on_take = None
                 feed.finish()
+            self._loop = None
