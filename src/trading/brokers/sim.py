@@ -2,7 +2,8 @@
 
 Departures from stock BackBroker: bracket children live from the entry bar, limit orders
 (and triggered stop-limits) fill without slippage, orders the open reaches fill before stops
-and stops before limits on one bar, the cash check happens at the fill (not at the signal
+and stops before limits on one bar, the rest of a partly filled triggered stop fills as a
+market order at the next opens, the cash check happens at the fill (not at the signal
 close), reduce-only orders, cancel/amend of orders submitted on the current bar, and the
 FillModel (docs/fill-model.md): size-dependent slippage and market impact, a per-bar volume
 cap, order latency, partial fills, venue rejections and per-share commission, for every
@@ -106,8 +107,8 @@ class SimBroker(bt.brokers.BackBroker):
         during the pass.
         """
         kind = order.exectype
-        if kind == bt.Order.Market:
-            return AT_OPEN
+        if kind == bt.Order.Market or (kind in _STOPS and order.triggered):
+            return AT_OPEN  # a stop that triggered on an earlier bar is a market order now
         data = order.data
         popen = data.open[0]
         arrival = getattr(self, "_arrivals", {}).get(order.ref)
@@ -206,9 +207,15 @@ class SimBroker(bt.brokers.BackBroker):
             self._fill(order, popen, plow, phigh, slip=True)
         elif kind in _STOPS:
             stop = order.created.price
-            if (popen >= stop) if order.isbuy() else (popen <= stop):
+            if order.triggered:
+                # Triggered on an earlier bar and only partly filled (volume cap, partial fill):
+                # a triggered stop is a market order, so the rest fills at this bar's open.
+                self._fill(order, popen, plow, phigh, slip=True)
+            elif (popen >= stop) if order.isbuy() else (popen <= stop):
+                order.triggered = True
                 self._fill(order, popen, plow, phigh, slip=True)  # gapped through: the open
             elif (phigh >= stop) if order.isbuy() else (plow <= stop):
+                order.triggered = True
                 self._fill(order, stop, plow, phigh, slip=True)
         elif kind == bt.Order.Limit:
             self._fill_limit(order, order.created.price, popen, phigh, plow)
@@ -336,12 +343,15 @@ class SimBroker(bt.brokers.BackBroker):
         This is an exchange "amend": the order keeps its ref, its OCO/bracket links and its
         place in the queue; what has executed stays executed. `size` is the new unsigned
         quantity of the whole order. Return False, changing nothing, when the order is no
-        longer pending or `size` is not above what has executed already.
+        longer pending, `size` is not above what has executed already, or `price` would move
+        a stop that has triggered already (the rest of it is a market order).
         """
         if not order.alive() or (order not in self.pending and order not in self.submitted):
             return False
         if size is not None and abs(size) <= abs(order.executed.size):
             return False
+        if price is not None and order.exectype in _STOPS and order.triggered:
+            return False  # a triggered stop is a market order: it has no trigger left to move
         if price is not None:
             order.created.price = price
             order.price = price

@@ -218,3 +218,90 @@ def test_random_partial_fills_of_every_order_type_follow_the_seeded_draws(
         (k, st, pytest.approx(sign * n, rel=1e-12), pytest.approx(a, rel=1e-12))
         for k, st, n, a in expected
     ]
+
+
+# A stop of 250 with the volume cap at 10 % of 1 000: 100 fill on the bar that triggers it.
+# The next bars trade back short of the stop, yet the rest fills at their opens: once
+# triggered, a stop is a market order. (bar, price before slippage) of each part, long table.
+TRIGGERED_REST = {
+    # An opening buy stop at 104: bar 1 triggers it, bars 2 and 3 stay below 104.
+    "entry_stop": (
+        True,
+        [QUIET, (100, 105, 99.5, 104.5), (103, 103.5, 102, 103), (102, 102.5, 101, 101.5)],
+        [1000.0] * 4,
+        [(1, 104), (2, 103), (3, 102)],
+    ),
+    # A protective sell stop at 96 under 250 bought at bar 1's open: bar 2 triggers it, bars
+    # 3 and 4 stay above 96.
+    "protective_stop": (
+        False,
+        [QUIET, (100, 101, 99.5, 100), (97, 97.5, 95, 95.5), (97, 98, 96.5, 97.5), (98, 98.5, 97.5, 98)],
+        [1000.0, 1e6, 1000.0, 1000.0, 1000.0],
+        [(2, 96), (3, 97), (4, 98)],
+    ),
+}
+
+
+@pytest.mark.parametrize("side", SIDES)
+@pytest.mark.parametrize("trail", [False, True], ids=["stop", "trailing_stop"])
+@pytest.mark.parametrize(
+    ("opening", "candles", "volume", "parts"), [pytest.param(*v, id=k) for k, v in TRIGGERED_REST.items()]
+)
+def test_the_rest_of_a_partly_filled_triggered_stop_fills_as_a_market_order_at_the_next_opens(
+    opening: bool,
+    candles: list[Candle],
+    volume: list[float],
+    parts: list[tuple[int, float]],
+    trail: bool,
+    side: Side,
+) -> None:
+    b = 0.001
+    model = FillModel(max_volume_share=0.1, base_slippage=b)
+    level = parts[0][1]
+    # The trailing stop is placed at the close of the bar before the trigger: its trail puts it
+    # at the same level, and it must not move once triggered (bars 2-3 close lower).
+    trail_kw = {"exectype": TRAIL, "trailamount": abs(candles[parts[0][0] - 1][3] - level)}
+    kw = trail_kw if trail else {"exectype": STP, "price": level}
+    if opening:
+        plan = {0: lambda s: {"stop": side.order(s, True, 250, **kw)}}
+    else:
+        plan = {
+            0: lambda s: {"entry": side.order(s, True, 250)},
+            1: lambda s: {"stop": side.order(s, False, 250, **kw)},
+        }
+    strat = run(side.bars(candles), plan, model=model, volume=volume)
+
+    buy = side.is_buy(opening)
+    prices = [slipped(side.px(p), buy, b, side.bar(candles[k])) for k, p in parts]
+    sizes = [100, 100, 50]
+    cum = [sum(sizes[: i + 1]) for i in range(3)]
+    avg = [sum(q * p for q, p in zip(sizes[: i + 1], prices[: i + 1])) / cum[i] for i in range(3)]
+    sign = 1 if buy else -1
+    got = [(e.bar, e.status, e.size, e.price) for e in fills(strat, "stop")]
+    assert got == [
+        (k, st, sign * n, pytest.approx(a, rel=1e-12))
+        for (k, _), st, n, a in zip(parts, ["Partial", "Partial", "Completed"], cum, avg)
+    ]
+    if not opening:
+        assert strat.positions_at[-1] == 0  # the whole position closed
+
+
+@pytest.mark.parametrize("side", SIDES)
+def test_a_triggered_stop_can_be_resized_but_its_trigger_can_no_longer_be_moved(side: Side) -> None:
+    candles, volume, _ = TRIGGERED_REST["entry_stop"][1:]
+    model = FillModel(max_volume_share=0.1)
+
+    def amend(s):  # type: ignore[no-untyped-def]
+        order = s.orders["stop"]
+        s.results["price"] = s.broker.modify(order, price=side.px(110))
+        s.results["size"] = s.broker.modify(order, size=200)
+
+    strat = run(side.bars(candles), {0: lambda s: {"stop": side.order(s, True, 250, exectype=STP, price=104)},
+                                     1: amend}, model=model, volume=volume)
+
+    assert strat.results == {"price": False, "size": True}
+    sign = 1 if side.long else -1
+    # 100 on the trigger bar, then the rest of the 200 (100) at bar 2's open.
+    assert [(e.bar, e.status, e.size) for e in fills(strat, "stop")] == [
+        (1, "Partial", sign * 100), (2, "Completed", sign * 200)]
+    assert fills(strat, "stop")[-1].price == pytest.approx((side.px(104) + side.px(103)) / 2)  # no slippage
