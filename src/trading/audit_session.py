@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
     from trading.bot import BaseTradingBot
     from trading.bus import EventBus
+    from trading.config import BotConfig
 
 log = logging.getLogger(__name__)
 
@@ -267,18 +268,38 @@ def attach_audit_to_bot(
     bot: BaseTradingBot, settings: PersistenceSettings | Mapping[str, Any] | None = None
 ) -> AuditSession:
     """`attach_audit` for a `BaseTradingBot` (its bus, name, mode, strategy and cash);
-    a mismatch found by recovery stops the bot after the current bar."""
+    a mismatch found by recovery stops the bot after the current bar.
+
+    A bot whose config has a `persistence:` section attaches itself (`BotServices`): call
+    this only for a bot built without one."""
     if bot.bus is None:
         raise ValueError("the bot needs an EventBus (bus=...) for its audit trail")
-    cfg = bot.config
-    return attach_audit(
+    return attach_config_audit(
         bot.bus,
-        name=cfg.bot.name,
-        mode=bot.mode,
-        settings=settings,
-        strategy=cfg.strategy.name,
-        exchange=cfg.broker.type,
-        config=cfg.model_dump(mode="json"),
-        initial_cash=cfg.broker.cash,
+        bot.config,
+        bot.mode,
+        settings,
         on_refuse=lambda _err: bot.request_stop("reconciliation_mismatch"),
+    )
+
+
+def attach_config_audit(
+    bus: EventBus,
+    config: BotConfig,
+    mode: str,
+    settings: PersistenceSettings | Mapping[str, Any] | None = None,
+    *,
+    on_refuse: Callable[[ReconciliationMismatch], None] | None = None,
+) -> AuditSession:
+    """`attach_audit` for the bot a `BotConfig` describes (name, strategy, venue, cash)."""
+    return attach_audit(
+        bus,
+        name=config.bot.name,
+        mode=mode,
+        settings=settings,
+        strategy=config.strategy.name,
+        exchange=config.broker.type,
+        config=config.model_dump(mode="json"),
+        initial_cash=config.broker.cash,
+        on_refuse=on_refuse,
     )

@@ -1,17 +1,21 @@
-"""The services a bot runs beside its strategy: order log, trade ledger, notifier (docs/modes.md).
+"""The services a bot runs beside its strategy: audit trail, order log, trade ledger, notifier.
 
-Each is switched on by its YAML section (`logging.order_log`, `ledger`, `telegram`/`email`)
-and listens to the bot's event bus, so the strategy and the broker never call them.
-`BotServices.start` opens them before `BotStarted`; `BotServices.stop` closes them after
-`BotStopped`: the ledger is exported, the notifier delivers what is queued, the bus is
-drained so every queued order-log line is written, then the files are closed. A service
-that fails to stop is logged and never fails the run.
+Each is switched on by its YAML section (`persistence`, `logging.order_log`, `ledger`,
+`telegram`/`email`) and listens to the bot's event bus, so the strategy and the broker never
+call them (docs/modes.md). `BotServices.start` opens them before `BotStarted`, the audit
+trail first: a database that refuses the bot stops it before anything else starts.
+`BotServices.stop` closes them after `BotStopped`: the ledger is exported, the notifier
+delivers what is queued, the audit trail is flushed and the instance marked stopped, the bus
+is drained so every queued order-log line is written, then the files are closed. A service
+that fails to stop is logged and never fails the run; but when crash recovery refused to
+trade, `stop` raises its `ReconciliationMismatch` once everything is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +27,7 @@ from trading.bus import EventBus
 if TYPE_CHECKING:
     from notification.control import BotControl
     from notification.notifier import Notifier
+    from trading.audit_session import AuditSession, PersistenceSettings
     from trading.config import BotConfig
     from trading.ledger import TradeLedger
     from trading.order_logger import OrderLogger
@@ -44,10 +49,11 @@ class ServicePlan:
     order_log: bool = False
     ledger: bool = False
     notifier: bool = False
+    audit: bool = False
 
     @property
     def any(self) -> bool:
-        return self.order_log or self.ledger or self.notifier
+        return self.order_log or self.ledger or self.notifier or self.audit
 
 
 def plan_services(config: BotConfig, mode: str, output_dir: Path | None) -> ServicePlan:
@@ -62,7 +68,33 @@ def plan_services(config: BotConfig, mode: str, output_dir: Path | None) -> Serv
         order_log=auto if order_log is None else order_log,
         ledger=auto if ledger is None else ledger,
         notifier=config.telegram.enabled or config.email.enabled,
+        audit=audit_enabled(config, mode),
     )
+
+
+def audit_enabled(config: BotConfig, mode: str) -> bool:
+    """Resolve `persistence.enabled: null`: on for paper and live runs whose YAML has a
+    `persistence:` section, or when ATF_DATABASE_URL names a database. Never for backtests
+    (they save `backtest_runs` through the `database` section)."""
+    if mode == "backtest":
+        return False
+    if config.persistence.enabled is not None:
+        return config.persistence.enabled
+    from trading.persistence.db import ENV_DATABASE_URL
+
+    return "persistence" in config.model_fields_set or bool(os.environ.get(ENV_DATABASE_URL))
+
+
+def audit_settings(config: BotConfig, output_dir: Path | None) -> PersistenceSettings:
+    """Return the writer's settings: the URL falls back to `database.url` (then the
+    environment), a relative `spool_dir` is inside `output_dir`."""
+    from trading.audit_session import PersistenceSettings
+
+    section = config.persistence
+    values = section.model_dump(exclude={"enabled"})
+    values["url"] = section.url or config.database.url
+    values["spool_dir"] = resolve_location(section.spool_dir, output_dir)
+    return PersistenceSettings(**values)
 
 
 def resolve_location(value: str, output_dir: Path | None) -> str:
@@ -103,6 +135,7 @@ class BotServices:
         self.order_logger: OrderLogger | None = None
         self.ledger: TradeLedger | None = None
         self.notifier: Notifier | None = None
+        self.audit: AuditSession | None = None
         self.correlation_id = ""
 
     # ------------------------------------------------------------------ start
@@ -111,6 +144,8 @@ class BotServices:
         if self.bus is None:
             return
         try:
+            if self.plan.audit:
+                await self._start_audit(self.bus)
             if self.plan.order_log:
                 self._start_order_log(self.bus)
             if self.plan.ledger:
@@ -120,6 +155,20 @@ class BotServices:
         except BaseException:
             await self.stop(None, None)
             raise
+
+    async def _start_audit(self, bus: EventBus) -> None:
+        from trading.audit_session import attach_config_audit
+
+        control = self.control
+
+        def refuse(_err: Exception) -> None:  # the mismatch is raised by `stop`
+            if control is not None:
+                control.request_stop("reconciliation_mismatch")
+
+        settings = audit_settings(self.config, self.output_dir)
+        self.audit = await asyncio.to_thread(
+            attach_config_audit, bus, self.config, self.mode, settings, on_refuse=refuse
+        )
 
     def _start_order_log(self, bus: EventBus) -> None:
         from trading.order_logger import OrderLogger
@@ -177,6 +226,8 @@ class BotServices:
             if result is not None:
                 notifier.status.load_result(result, state)
             await asyncio.to_thread(notifier.close, NOTIFIER_CLOSE_TIMEOUT)
+        if self.audit is not None and not self.audit.closed:
+            await self._close_audit(self.audit, result)
         if self.bus is not None:
             await self._settle_bus(self.bus)
         if self.order_logger is not None:
@@ -184,6 +235,28 @@ class BotServices:
             logger.close()
             if result is not None:
                 result.diagnostics["order_log"] = str(logger.log_dir)
+        if self.audit is not None and result is not None:
+            self.audit.raise_if_refused()  # a failed run raises its own error instead
+
+    async def _close_audit(self, audit: AuditSession, result: BacktestResult | None) -> None:
+        """Flush the audit trail and mark the instance stopped (with the stop reason)."""
+        reason = "error" if result is None else str(result.diagnostics.get("stop_reason") or "end_of_data")
+        try:
+            all_written = await asyncio.to_thread(audit.close, reason)
+        except Exception:  # what was not written is in the spool
+            log.exception("audit trail of %s not closed cleanly", self.config.bot.name)
+            all_written = False
+        if result is not None:
+            rec = audit.recovery
+            result.diagnostics["audit"] = {
+                "database": audit.health()["database"],
+                "bot_instance_id": audit.info.id,
+                "resumed": audit.info.resumed,
+                "all_written": all_written,
+                "spool": str(audit.writer.spool.path),
+                "restored_events": 0 if rec is None else len(rec.lost),
+                "refused": None if audit.refusal is None else str(audit.refusal),
+            }
 
     async def _export_ledger(self) -> dict[str, Any]:
         assert self.ledger is not None

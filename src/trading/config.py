@@ -24,7 +24,7 @@ from notification.config import (
     environ_with_dotenv,
 )
 from trading.config_errors import format_pydantic, line_index, where
-from trading.config_services import LedgerSection, LoggingSection, StrictModel
+from trading.config_services import LedgerSection, LoggingSection, PersistenceSection, StrictModel
 from trading.data.timeframes import parse_timeframe
 from trading.exceptions import ConfigError
 
@@ -299,6 +299,7 @@ class BotConfig(StrictModel):
     analytics: AnalyticsSection = Field(default_factory=AnalyticsSection)
     logging: LoggingSection = Field(default_factory=LoggingSection)
     ledger: LedgerSection = Field(default_factory=LedgerSection)
+    persistence: PersistenceSection = Field(default_factory=PersistenceSection)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     email: EmailConfig = Field(default_factory=EmailConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)

@@ -1,4 +1,5 @@
-"""The `logging` and `ledger` sections of the bot YAML: the services a bot runs (docs/modes.md).
+"""The `logging`, `ledger` and `persistence` sections of the bot YAML: the services a bot runs
+(docs/modes.md).
 
 The `telegram`, `email` and `notifications` sections are `notification.config`'s. An
 `enabled: null` leaves the choice to the mode (`trading.bot_services.plan_services`).
@@ -64,3 +65,54 @@ class LedgerSection(StrictModel):
 
         validate_attribution(v)
         return v
+
+
+class PersistenceSection(StrictModel):
+    """The audit trail of paper and live bots (docs/persistence.md, "Configuration").
+
+    The fields are those of `trading.audit_session.PersistenceSettings` (a test keeps the
+    defaults equal) plus `enabled`; `persistence:` with nothing under it takes every default.
+    """
+
+    enabled: bool | None = Field(
+        None,
+        description="Record orders, fills, trades and positions in the database; null: on for paper and live "
+        "runs when this section is in the YAML or ATF_DATABASE_URL is set. Backtests never (they save "
+        "backtest_runs through the database section).",
+    )
+    url: str | None = Field(
+        None,
+        description="SQLAlchemy URL; write a password as ${VAR}. Default: database.url, else ATF_DATABASE_URL, "
+        "else sqlite:///$ATF_DB_PATH (./atf.db). The database must be at head: `atf db upgrade`.",
+    )
+    spool_dir: str = Field(
+        "state/audit-spool",
+        description="Spool files and saved paper broker states; a relative path is inside the bot's output "
+        "folder. A restarted bot must find it again: keep the same --output, or give an absolute path.",
+    )
+    batch_size: int = Field(500, ge=1, description="Most events written per transaction.")
+    batch_delay: float = Field(0.0, ge=0, description="Seconds the writer waits for a batch to fill.")
+    retry_initial: float = Field(0.1, gt=0, description="First wait (s) before retrying a failed database.")
+    retry_max: float = Field(5.0, gt=0, description="Longest wait (s) between retries (doubling from retry_initial).")
+    heartbeat_interval: float = Field(10.0, gt=0, description="Seconds between heartbeats of the bot instance.")
+    equity_interval: float = Field(60.0, gt=0, description="Seconds between equity snapshots.")
+    state_interval: float = Field(1.0, gt=0, description="Seconds between saves of the paper broker state.")
+    resume: bool = Field(
+        True, description="Resume the bot instance of this name (crash recovery); false: a new instance."
+    )
+    close_timeout: float = Field(
+        30.0, ge=0, description="Seconds the stop waits for the database before leaving the rest in the spool."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_section(cls, data: Any) -> Any:
+        return {} if data is None else data  # `persistence:` alone switches the defaults on
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> PersistenceSection:
+        if self.retry_max < self.retry_initial:
+            raise ValueError(
+                f"retry_max ({self.retry_max}) must be at least retry_initial ({self.retry_initial})"
+            )
+        return self

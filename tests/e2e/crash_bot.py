@@ -3,9 +3,9 @@
     python tests/e2e/crash_bot.py --db URL --spool DIR --csv BARS.csv --out result.json \
         [--bars-per-second N] [--batch-delay S] [--state-interval S]
 
-Replays BARS.csv through `BaseTradingBot` in paper mode with `attach_audit_to_bot`, then
-writes what the bot and its broker ended with to --out. Exit status 3 if crash recovery
-refused to trade (the message is in the output too).
+Replays BARS.csv through `BaseTradingBot` in paper mode with the audit trail switched on by
+the config's `persistence:` section, then writes what the bot and its broker ended with to
+--out. Exit status 3 if crash recovery refused to trade (the message is in the output too).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from trading.audit_session import attach_audit_to_bot
 from trading.bot import BaseTradingBot
 from trading.bus import EventBus
 from trading.config import parse_config
 from trading.events import Event
+from trading.recovery import ReconciliationMismatch
 
 CONFIG = """
 bot: {name: crash_bot, symbols: [AAA], timeframe: 1h}
@@ -49,7 +49,7 @@ risk_management: {stop_loss_required: true}
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", required=True)
-    ap.add_argument("--spool", required=True)
+    ap.add_argument("--spool", required=True, type=Path)
     ap.add_argument("--csv", required=True, type=Path)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--bars-per-second", type=float, default=None, help="pace (default: max)")
@@ -57,7 +57,18 @@ def main() -> int:
     ap.add_argument("--state-interval", type=float, default=1.0)
     args = ap.parse_args()
 
-    cfg = parse_config(CONFIG)
+    persistence = {
+        "url": "${CRASH_BOT_DB}",  # the URL (PostgreSQL's has a password) comes from the env
+        "spool_dir": str(args.spool.resolve()),
+        "batch_delay": args.batch_delay,
+        "state_interval": args.state_interval,
+        "heartbeat_interval": 0.5,
+        "retry_initial": 0.05,
+        "retry_max": 0.5,
+    }
+    cfg = parse_config(
+        CONFIG + "persistence: " + json.dumps(persistence), env={"CRASH_BOT_DB": args.db}
+    )
     speed = "max" if args.bars_per_second is None else 3600.0 * args.bars_per_second
     bus = EventBus()
     published: Counter[str] = Counter()
@@ -67,24 +78,18 @@ def main() -> int:
 
     bus.subscribe(count, inline=True, name="count")
     bot = BaseTradingBot(cfg, mode="paper", replay=args.csv, speed=speed, bus=bus)
-    session = attach_audit_to_bot(
-        bot,
-        {
-            "url": args.db,
-            "spool_dir": args.spool,
-            "batch_delay": args.batch_delay,
-            "state_interval": args.state_interval,
-            "heartbeat_interval": 0.5,
-            "retry_initial": 0.05,
-            "retry_max": 0.5,
-        },
-    )
-    result = asyncio.run(bot.start_trading())
-    all_written = session.close(reason=bot.stop_reason or "end_of_data")
+    try:
+        result = asyncio.run(bot.start_trading())  # the bot attaches and closes its audit trail
+    except ReconciliationMismatch as exc:
+        print(exc, file=sys.stderr)
+        args.out.write_text(json.dumps({"refused": str(exc)}, indent=1))
+        return 3
+    session = bot.services.audit
+    assert session is not None, "the persistence section did not switch the audit trail on"
     rec = session.recovery
     out = {
         "stop_reason": result.diagnostics.get("stop_reason"),
-        "all_written": all_written,
+        "all_written": result.diagnostics["audit"]["all_written"],
         "refused": None if session.refusal is None else str(session.refusal),
         "recovered": rec is not None,
         "restored_events": 0 if rec is None else len(rec.lost),
@@ -102,7 +107,7 @@ def main() -> int:
         "trades": len(result.trades),
     }
     args.out.write_text(json.dumps(out, indent=1))
-    return 3 if session.refusal is not None else 0
+    return 0
 
 
 if __name__ == "__main__":

@@ -188,3 +188,4 @@ def test_the_services_example_of_docs_modes_is_a_valid_bot_with_every_service_on
     example = text.split("A bot with every service:")[1].split("```yaml")[1].split("```")[0]
     cfg = parse_config(example, env={"TELEGRAM_BOT_TOKEN": "1:x", "TELEGRAM_CHAT_ID": "5", "SMTP_PASSWORD": "pw"})
     assert plan_services(cfg, "backtest", None) == ServicePlan(order_log=True, ledger=True, notifier=True)
+    assert plan_services(cfg, "paper", None).audit and cfg.persistence.url == "sqlite:///atf.db"

@@ -1,11 +1,17 @@
 """Persistence of atf: backtest runs and the trading audit trail in SQLite or PostgreSQL.
 
-See docs/persistence.md.
+See docs/persistence.md. The bot-level API (`attach_audit`, `AuditSession`,
+`PersistenceSettings`, `ReconciliationMismatch`) lives in `trading.audit_session` and
+`trading.recovery`, which build on this package; it is re-exported here on first use
+(`__getattr__`), so importing this package never imports them.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from trading.persistence.audit import apply_events, event_key
+from trading.persistence.audit_events import EquitySampled, Reconciled
 from trading.persistence.bots import (
     BotInstanceInfo,
     config_hash,
@@ -63,28 +69,75 @@ from trading.persistence.repository import (
     list_runs,
     save_backtest,
 )
+from trading.persistence.spool import EventSpool, SpoolChunk, spool_path
+from trading.persistence.writer import AUDITED, AuditWriter, WriterHealth
+
+if TYPE_CHECKING:
+    from trading.audit_session import (
+        AuditSession,
+        PersistenceSettings,
+        attach_audit,
+        attach_audit_to_bot,
+        attach_config_audit,
+    )
+    from trading.recovery import ReconciliationMismatch
+
+# name -> module of the names re-exported lazily (they import this package: no cycle)
+_LAZY = {
+    "AuditSession": "trading.audit_session",
+    "PersistenceSettings": "trading.audit_session",
+    "attach_audit": "trading.audit_session",
+    "attach_audit_to_bot": "trading.audit_session",
+    "attach_config_audit": "trading.audit_session",
+    "ReconciliationMismatch": "trading.recovery",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
+    "AUDITED",
     "DEFAULT_DB_URL",
+    "AuditSession",
+    "AuditWriter",
     "BacktestRun",
     "Base",
     "BotInstance",
     "BotInstanceInfo",
+    "EquitySampled",
     "EquitySnapshot",
+    "EventSpool",
     "FillRecord",
     "FillView",
     "OrderEventRecord",
     "OrderEventView",
     "OrderRecord",
     "OrderView",
+    "PersistenceSettings",
     "PositionRecord",
+    "Reconciled",
+    "ReconciliationMismatch",
     "RiskEventRecord",
     "RunDetail",
     "RunSummary",
+    "SpoolChunk",
     "StoredOrder",
     "Trade",
     "TradeView",
+    "WriterHealth",
     "apply_events",
+    "attach_audit",
+    "attach_audit_to_bot",
+    "attach_config_audit",
     "config_hash",
     "current_revision",
     "default_db_url",
@@ -111,5 +164,6 @@ __all__ = [
     "resolve_db_url",
     "safe_url",
     "save_backtest",
+    "spool_path",
     "upgrade_database",
 ]
