@@ -366,9 +366,17 @@ class BaseStrategy(ScaleIn, OrderFlow, bt.Strategy):
                 self._cancel_exit(book)
             self._record(book, book.clock.lencount - 1, fill.price, fill.fee, reason)
             return
-        # Part of the position closed (volume cap or partial fill): a leg of its own; the
-        # exits are sent again for what is left at this bar's close.
+        # Part of the position closed (volume cap or partial fill): a leg of its own.
         self._record_leg(book, fill.quantity, fill.price, fill.fee, reason)
+        stop = book.stop_order
+        if stop is not None and ref == stop.ref and stop.alive():
+            # The stop triggered: its rest is a market order that fills at the next opens.
+            # It is the trade's exit now; the target and the partial target go.
+            book.stop_order = None
+            self._cancel_protection(book, with_partial=True, reason="EXIT")
+            book.exit_ref, book.exit_reason = ref, reason
+            return
+        # The exits are sent again for what is left at this bar's close.
         book.resize_exits = True
         if book.exit_ref is not None and book.exit_ref != ref:
             # Another leg beat the market exit to part of the position: the exit closes the rest.

@@ -3,9 +3,11 @@
 * a stop or target that moves (trailing, breakeven) is amended in place: `OrderModified` of
   the same client order id, never a cancel and a new order;
 * legs resized to the position (after a partial take-profit) are amended in place too;
-* a leg that is gone (its OCO sibling partly filled) makes the strategy send a new set: the
-  old legs cancelled with reason REPLACED, the new ones with the same parent (the trade's
-  entry) and tags.
+* a leg that is gone (its OCO sibling, the target, partly filled) makes the strategy send a
+  new set: the old legs cancelled with reason REPLACED, the new ones with the same parent
+  (the trade's entry) and tags;
+* a stop that partly filled has triggered: its rest is the trade's exit at the next open,
+  nothing is replaced.
 
 Candle layout: tests/trading/order_scenarios.py.
 """
@@ -105,10 +107,10 @@ def test_after_a_partial_take_profit_the_stop_and_target_are_resized_in_place() 
     assert [(t.quantity, t.exit_price) for t in strat.trade_records] == [(1, 102.0), (1, 106.0)]
 
 
-def test_a_stop_cut_by_the_volume_cap_is_replaced_with_a_linked_new_set() -> None:
-    # 150 units; bar 6 trades through the stop 96 but lets only 100 (10 % of 1 000) fill:
-    # the target is cancelled by OCO, and at the close the rest gets a new stop and target.
-    candles = PRE + [(100, 101, 99.5, 100.5), (97, 97.5, 95, 95.5), (95, 95.5, 94, 94.5), (94.5, 94.5, 94.5, 94.5)]
+def test_a_target_cut_by_the_volume_cap_is_replaced_with_a_linked_new_set() -> None:
+    # 150 units; bar 6 reaches the target 106 but lets only 100 (10 % of 1 000) fill: the
+    # stop is cancelled by OCO, and at the close the rest gets a new stop and target.
+    candles = PRE + [(100, 101, 99.5, 100.5), (100.5, 107, 100, 106.5), (106, 106.5, 105, 106), (106, 106, 106, 106)]
     cfg = scenario_config(quantity=150, broker={"cash": 1_000_000.0, "paper_trading_config": {"max_volume_share": 0.1}})
 
     strat, events, frame = run_scenario(cfg, candles, volumes={5: 100_000.0})
@@ -116,15 +118,41 @@ def test_a_stop_cut_by_the_volume_cap_is_replaced_with_a_linked_new_set() -> Non
     (entry,) = submitted(events, "entry")
     old_sl, new_sl = submitted(events, "sl")
     old_tp, new_tp = submitted(events, "tp")
-    assert [e.last_qty for e in of(events, OrderPartiallyFilled, old_sl.client_order_id)] == [100]
-    assert [e.reason for e in of(events, OrderCancelled, old_tp.client_order_id)] == ["OCO"]
-    assert [e.reason for e in of(events, OrderCancelled, old_sl.client_order_id)] == ["REPLACED"]
+    assert [e.last_qty for e in of(events, OrderPartiallyFilled, old_tp.client_order_id)] == [100]
+    assert [e.reason for e in of(events, OrderCancelled, old_sl.client_order_id)] == ["OCO"]
+    assert [e.reason for e in of(events, OrderCancelled, old_tp.client_order_id)] == ["REPLACED"]
     assert new_sl.ts == new_tp.ts == frame.index[6]
     assert new_sl.parent_id == new_tp.parent_id == entry.client_order_id  # the link to the trade
     assert (new_sl.oco_id, new_tp.oco_id) == (new_tp.client_order_id, new_sl.client_order_id)
-    assert new_sl.quantity == new_tp.quantity == 50 and new_sl.stop_price == old_sl.stop_price
-    assert float(of(events, OrderFilled, new_sl.client_order_id)[0].last_price) == 95.0
+    assert new_sl.quantity == new_tp.quantity == 50 and new_tp.price == old_tp.price
+    assert float(of(events, OrderFilled, new_tp.client_order_id)[0].last_price) == 106.0
     assert [t.quantity for t in strat.trade_records] == [100, 50]
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+def test_the_rest_of_a_stop_cut_by_the_volume_cap_is_the_exit_at_the_next_open(side: str) -> None:
+    # 150 units; bar 6 trades through the stop 96 but lets only 100 fill. A triggered stop is
+    # a market order: its rest (50) fills at bar 7's open, 97, though bar 7 stays above 96.
+    # The target goes (OCO); no new stop or target is sent.
+    sign = 1 if side == "long" else -1
+    candles = PRE + [(100, 101, 99.5, 100.5), (97, 97.5, 95, 95.5), (97, 98, 96.5, 97.5), (98, 98, 98, 98)]
+    cfg = scenario_config(side=side, quantity=150,
+                          broker={"cash": 1_000_000.0, "paper_trading_config": {"max_volume_share": 0.1}})
+
+    strat, events, frame = run_scenario(cfg, candles if sign > 0 else mirror(candles), volumes={5: 100_000.0})
+
+    (sl,), (tp,) = submitted(events, "sl"), submitted(events, "tp")
+    assert history(events, sl.client_order_id) == [
+        "OrderSubmitted", "OrderAccepted", "OrderPartiallyFilled", "OrderFilled"]
+    assert [e.reason for e in of(events, OrderCancelled, tp.client_order_id)] == ["OCO"]
+    (rest,) = of(events, OrderFilled, sl.client_order_id)
+    assert (rest.last_qty, rest.ts) == (50, frame.index[7])
+    assert float(rest.last_price) == 100 - sign * 3  # bar 7's open
+    assert submitted(events, "exit") == []
+    assert [(t.quantity, t.exit_price, t.exit_reason) for t in strat.trade_records] == [
+        (100, 100 - sign * 4, "stop_loss"), (50, 100 - sign * 3, "stop_loss")]
+    (closed,) = of(events, TradeClosed)
+    assert closed.ts == frame.index[7] and closed.quantity == 150
 
 
 @pytest.mark.parametrize(
