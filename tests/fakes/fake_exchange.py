@@ -1,8 +1,11 @@
-"""A fake Binance spot REST API on 127.0.0.1 for the real ccxt client (tests only).
+"""A fake Binance REST API (spot and USDⓈ-M futures) on 127.0.0.1 for the real ccxt client (tests only).
 
 Implements what the ccxt adapter, the live feed and `atf data download` use: ``ping``,
 ``time``, ``exchangeInfo``, ``klines``, ``ticker/24hr`` and the signed ``account``,
-``order`` (POST/GET/DELETE), ``openOrders``, ``allOrders``, ``myTrades``, ``orderList/oco``.
+``order`` (POST/GET/DELETE), ``openOrders``, ``allOrders``, ``myTrades``, ``orderList/oco``;
+and under ``/fapi`` the USDⓈ-M futures account of `fake_exchange_futures` (positions, leverage,
+margin type, orders, the Algo Service's conditional orders, userTrades; see `fake_exchange_fapi`).
+Both accounts trade on the same price paths.
 With ``client_id_lookup=False`` it behaves like a venue that cannot fetch an order by its
 client order id (the adapter must then search the order lists). Signed requests
 are checked like Binance does: the ``X-MBX-APIKEY`` header, the HMAC-SHA256 signature and the
@@ -15,6 +18,9 @@ Faults are queued per endpoint with `fault(method, path, kind, times)`:
 * ``timeout``: hang for `hang_seconds`, nothing done (the client times out)
 * ``timeout_after_accept``: do the request (e.g. accept the order), then hang before answering
 * ``insufficient_balance``: -2010 "Account has insufficient balance for requested action."
+* ``insufficient_margin``: -2019 "Margin is insufficient." (futures)
+* ``unknown_status``: do the request, then answer HTTP 503 with -1007 "... Send status unknown;
+  execution status unknown." (what Binance futures says when its backend is slow)
 
 Every request is recorded in `requests` (method, path, parameters without the signature).
 """
@@ -32,6 +38,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
 
+from tests.fakes import fake_exchange_fapi
 from tests.fakes.fake_exchange_engine import (
     INSUFFICIENT,
     Engine,
@@ -41,6 +48,7 @@ from tests.fakes.fake_exchange_engine import (
     FakeOrder,
     PricePath,
 )
+from tests.fakes.fake_exchange_futures import MARGIN_SHORT, AlgoOrder, FuturesEngine, FuturesOrder
 
 API_KEY = "fake-api-key-0123456789"
 API_SECRET = "fake-api-secret-9876543210"
@@ -76,6 +84,8 @@ class FakeExchange:
         check_timestamp: bool = True,
         hang_seconds: float = 1.5,
         client_id_lookup: bool = True,
+        futures_markets: list[FakeMarket] | None = None,
+        futures_wallet: str = "10000",
     ) -> None:
         self.clock = FakeClock(start_ms, speed)
         self.tick_ms = tick_ms
@@ -86,6 +96,7 @@ class FakeExchange:
             for i, m in enumerate(self.markets)
         }
         self.engine = Engine(self.clock, self.markets, paths, balances or {"USDT": "10000", "BTC": "0"})
+        self.futures = FuturesEngine(self.clock, futures_markets or self.markets, paths, futures_wallet)
         self.check_timestamp, self.hang_seconds = check_timestamp, hang_seconds
         self.client_id_lookup = client_id_lookup  # False: GET order by origClientOrderId is refused
         self.requests: list[Request] = []
@@ -104,8 +115,13 @@ class FakeExchange:
     def api_urls(self) -> dict[str, str]:
         """The `exchange.urls['api']` entries that point ccxt's binance client here."""
         base = self.url
-        return {"public": f"{base}/api/v3", "private": f"{base}/api/v3", "v1": f"{base}/api/v1",
+        urls = {"public": f"{base}/api/v3", "private": f"{base}/api/v3", "v1": f"{base}/api/v1",
                 "sapi": f"{base}/sapi/v1"}
+        for side in ("Public", "Private"):
+            urls[f"fapi{side}"] = f"{base}/fapi/v1"
+            for v in ("V2", "V3"):
+                urls[f"fapi{side}{v}"] = f"{base}/fapi/{v.lower()}"
+        return urls
 
     def start(self) -> Self:
         self._thread.start()
@@ -128,8 +144,9 @@ class FakeExchange:
 
     def script(self, symbol: str, prices: list[float]) -> None:
         """From the current tick on, move `symbol` through `prices` (one per tick), then stay."""
-        with self.engine.lock:
+        with self.engine.lock, self.futures.lock:
             self.engine.advance()
+            self.futures.advance()
             path = self.engine.paths[symbol]
             path.script(path.index_at(self.clock.now_ms()), prices)
 
@@ -142,6 +159,13 @@ class FakeExchange:
 
     def orders_by_client_id(self, client_id: str) -> list[FakeOrder]:
         return [o for o in self.engine.orders.values() if o.client_id == client_id]
+
+    def futures_orders(self, client_id: str) -> list[FuturesOrder]:
+        """The futures account's regular orders under `client_id` (a triggered algo order's too)."""
+        return [o for o in self.futures.orders.values() if o.client_id == client_id]
+
+    def algo_orders(self, client_id: str) -> list[AlgoOrder]:
+        return [a for a in self.futures.algos.values() if a.client_id == client_id]
 
     def now_ms(self) -> int:
         return self.clock.now_ms()
@@ -162,15 +186,24 @@ class FakeExchange:
             return 504, "Gateway Timeout", {}
         if fault == "insufficient_balance":
             return _error(INSUFFICIENT)
+        if fault == "insufficient_margin":
+            return _error(MARGIN_SHORT)
         try:
-            if path in SIGNED:
+            if path in SIGNED or path in fake_exchange_fapi.FAPI_SIGNED:
                 self._authenticate(params, headers, raw)
             self.engine.advance()
-            body = self._route(method, path, params)
+            self.futures.advance()
+            if path.startswith("/fapi/"):
+                body = fake_exchange_fapi.route(self, method, path, params)
+            else:
+                body = self._route(method, path, params)
         except FakeError as exc:
             return _error(exc)
         if fault == "timeout_after_accept":
             time.sleep(self.hang_seconds)
+        if fault == "unknown_status":
+            return 503, {"code": -1007, "msg": "Timeout waiting for response from backend server. "
+                         "Send status unknown; execution status unknown."}, {}
         return 200, body, {}
 
     def _authenticate(self, params: dict[str, str], headers: Any, raw: str) -> None:
@@ -196,9 +229,9 @@ class FakeExchange:
         if route == ("GET", "/api/v3/exchangeInfo"):
             return self._exchange_info()
         if route == ("GET", "/api/v3/klines"):
-            return self._klines(p)
+            return self.klines(p)
         if route == ("GET", "/api/v3/ticker/24hr"):
-            return self._ticker(p["symbol"])
+            return self.ticker(p["symbol"])
         if route == ("GET", "/api/v3/account"):
             return self._account()
         if route == ("POST", "/api/v3/order"):
@@ -248,7 +281,7 @@ class FakeExchange:
         return {"timezone": "UTC", "serverTime": self.clock.now_ms(), "rateLimits": [], "exchangeFilters": [],
                 "symbols": symbols}
 
-    def _klines(self, p: dict[str, str]) -> list[list[Any]]:
+    def klines(self, p: dict[str, str]) -> list[list[Any]]:
         path = self.engine.paths[p["symbol"]]
         step = INTERVALS[p["interval"]]
         limit = min(int(p.get("limit", "500")), 1000)
@@ -267,7 +300,7 @@ class FakeExchange:
             t += step
         return rows
 
-    def _ticker(self, symbol: str) -> dict[str, Any]:
+    def ticker(self, symbol: str) -> dict[str, Any]:
         now = self.clock.now_ms()
         last = self.engine.price(symbol)
         return {"symbol": symbol, "lastPrice": str(last), "bidPrice": str(last), "askPrice": str(last),

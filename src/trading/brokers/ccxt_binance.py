@@ -49,3 +49,40 @@ def place_oco(exchange: Any, market: dict[str, Any], request: dict[str, str]) ->
     """Send the list; return its two legs as ccxt orders."""
     response = exchange.privatePostOrderListOco(request)
     return [exchange.parse_order(report, market) for report in response.get("orderReports", [])]
+
+
+# --------------------------------------------------------------------------- USDⓈ-M futures
+#
+# Binance moved conditional futures orders (STOP_MARKET, TAKE_PROFIT_MARKET, STOP, TAKE_PROFIT)
+# to its Algo Service: ccxt sends them to ``/fapi/v1/algoOrder`` (``clientAlgoId``, an
+# ``algoId``) and reads, fetches and cancels them there when the call carries ``trigger: True``.
+# An algo order ends TRIGGERED/FINISHED with ``actualOrderId``: the regular order it placed,
+# which holds the fills. Its status alone says nothing about them.
+
+TRIGGER = {"trigger": True}
+ALGO_OPEN = ("NEW", "TRIGGERING")
+
+
+def algo_info(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """The exchange's algo order behind a ccxt order, or None for a regular order."""
+    info = raw.get("info") or {}
+    return info if "algoId" in info and ("algoStatus" in info or "algoType" in info) else None
+
+
+def actual_order_id(info: dict[str, Any]) -> str | None:
+    """The regular order a triggered algo order placed (None before it triggered)."""
+    actual = str(info.get("actualOrderId") or "")
+    return actual if actual not in ("", "0") else None
+
+
+def keep_market_exceptions(exchange: Any, kind: str) -> None:
+    """Apply ccxt's error table of `kind` (spot, linear) whatever the API URL.
+
+    ccxt picks Binance's per-market error table by the URL's host (``fapi.binance.com``...);
+    behind a proxy or another base URL it falls back to the shared table, where e.g. -2019
+    ``Margin is insufficient.`` is a bare ExchangeError instead of InsufficientFunds.
+    """
+    table = (exchange.exceptions or {}).get(kind) or {}
+    for scope in ("exact", "broad"):
+        if table.get(scope):
+            exchange.exceptions[scope] = {**exchange.exceptions.get(scope, {}), **table[scope]}

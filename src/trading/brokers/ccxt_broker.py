@@ -16,7 +16,8 @@ reason, expired) becomes the backtrader notification the unchanged BaseStrategy 
   only bars that closed after the start are traded.
 * No `modify`: BaseStrategy then moves a stop by cancel and replace, as venues do.
 * Cash and value come from the venue's balances (refreshed at each poll): the quote currency
-  plus the base assets of the traded symbols at their last close.
+  plus the base assets of the traded symbols at their last close (futures: the margin balance;
+  positions the account holds at start are the strategy's).
 
 Registered in BrokerFactory as ``binance`` and, through a resolver, every ccxt exchange id.
 """
@@ -98,8 +99,13 @@ class CcxtBroker(bt.BrokerBase):
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         super().start()
+        datas = getattr(getattr(self, "cerebro", None), "datas", None) or []
         if not self.execution.venue.connected:
-            self.execution.connect()
+            self.execution.connect([d._name for d in datas if d._name])  # futures: leverage, margin mode
+        for data in datas:  # futures: a position the account already holds is the strategy's from the start
+            pos = self.execution.venue_positions.get(self.execution.venue.symbol(data._name)) if data._name else None
+            if pos is not None:
+                self.positions[data] = bt.Position(float(pos.quantity), float(pos.entry_price))
         self.startingcash = self.getcash()
 
     def next(self) -> None:
@@ -125,9 +131,14 @@ class CcxtBroker(bt.BrokerBase):
         return float(self.execution.balances.get(self._quote_ccy(), (Decimal(0), Decimal(0)))[0])
 
     def getvalue(self, datas: Any = None) -> float:
-        """Quote total plus the base assets of the traded symbols at their last close."""
+        """Quote total plus the base assets of the traded symbols at their last close.
+
+        Futures: the margin balance (wallet plus unrealised pnl at the venue's mark price).
+        """
         balances, venue = self.execution.balances, self.execution.venue
         value = balances.get(self._quote_ccy(), (Decimal(0), Decimal(0)))[1]
+        if venue.settings.futures:
+            return float(value)
         seen: set[str] = set()
         for data in getattr(getattr(self, "cerebro", None), "datas", None) or []:
             base = venue.market(venue.symbol(data._name))["base"]

@@ -9,10 +9,15 @@ the mode; the adapter's own knobs sit under `broker.ccxt`::
       testnet: true              # default: trading_mode == paper
       ccxt: {poll_interval: 2.0, requests_per_minute: 600}
 
+USDⓈ-M futures (linear perpetuals): ``ccxt: {market: future, leverage: 3, margin_mode:
+isolated}`` with ``type: binance`` (or ``type: binanceusdm``, where `market` defaults to
+future). ccxt then talks to ``binanceusdm``; the sandbox of Binance futures is its demo
+trading (ccxt no longer signs requests for the retired futures testnet).
+
 Credentials never come from the YAML: they are read from ``<PREFIX>_API_KEY`` and
-``<PREFIX>_API_SECRET`` (``<PREFIX>_TESTNET_API_KEY`` / ``..._SECRET`` on the testnet, plus
-``..._API_PASSWORD`` for venues that need a passphrase), where PREFIX is `env_prefix` or the
-exchange id in upper case (``BINANCE``).
+``<PREFIX>_API_SECRET`` (``<PREFIX>_TESTNET_API_KEY`` / ``..._SECRET`` on the testnet,
+``<PREFIX>_DEMO_...`` on Binance demo trading, plus ``..._API_PASSWORD`` for venues that need a
+passphrase), where PREFIX is `env_prefix` or the exchange id in upper case (``BINANCE``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,8 @@ from trading.exceptions import ConfigError
 from trading.suggest import did_you_mean
 
 LIVE_EXTRA = "pip install 'atf[live]'"
+FUTURES_IDS = ("binanceusdm",)  # ccxt ids whose every market is a USDⓈ-M contract
+INVERSE_IDS = ("binancecoinm",)
 
 
 class _Strict(BaseModel):
@@ -56,6 +63,24 @@ class CcxtSettings(_Strict):
     trading_mode: Literal["paper", "live"] = "paper"
     testnet: bool = Field(description="Use the venue's sandbox (ccxt set_sandbox_mode).")
     env_prefix: str | None = Field(None, description="Prefix of the credential variables; default: exchange id.")
+    market: Literal["spot", "future"] | None = Field(
+        None, description="spot, or future: USDⓈ-M linear perpetuals (Binance: the binanceusdm client); "
+        "default: future for binanceusdm, spot otherwise.",
+    )
+    sandbox: Literal["auto", "testnet", "demo"] = Field(
+        "auto", description="What testnet: true connects to; auto: the testnet on spot, demo trading on "
+        "Binance futures.",
+    )
+    leverage: int | None = Field(
+        None, ge=1, le=125, description="Futures: leverage set on every traded symbol at start."
+    )
+    margin_mode: Literal["cross", "isolated"] | None = Field(
+        None, description="Futures: margin mode set on every traded symbol at start (before the leverage)."
+    )
+    close_position: bool = Field(
+        False, description="Futures: protective stops and targets close the whole position (closePosition) "
+        "instead of their own quantity (reduceOnly).",
+    )
     timeout_ms: int = Field(10_000, ge=100, description="HTTP timeout of one request, in ms.")
     requests_per_minute: int = Field(600, ge=1, description="Our own request budget on top of ccxt's limiter.")
     rate_limit_ms: int | None = Field(
@@ -80,11 +105,34 @@ class CcxtSettings(_Strict):
                 "trading_mode paper trades on the venue's testnet: set testnet: true, "
                 "or trading_mode: live to trade with real money"
             )
+        if self.exchange in INVERSE_IDS:
+            raise ValueError(f"{self.exchange}: COIN-M (inverse) futures are not supported; "
+                             "use USDⓈ-M (binanceusdm)")
+        if self.exchange in FUTURES_IDS and self.market == "spot":
+            raise ValueError(f"{self.exchange} trades USDⓈ-M futures only: set market: future (or type: binance)")
+        if not self.futures:
+            knobs = [k for k in ("leverage", "margin_mode") if getattr(self, k) is not None]
+            knobs += ["close_position"] if self.close_position else []
+            if knobs:
+                raise ValueError(f"{', '.join(knobs)}: futures only; set market: future")
         return self
 
     @property
+    def futures(self) -> bool:
+        """USDⓈ-M futures: `market: future`, or a futures-only exchange id."""
+        return self.market == "future" or (self.market is None and self.exchange in FUTURES_IDS)
+
+    @property
     def ccxt_id(self) -> str:
-        return self.exchange
+        """The ccxt class to build: Binance futures is `binanceusdm`."""
+        return "binanceusdm" if self.futures and self.exchange == "binance" else self.exchange
+
+    @property
+    def sandbox_kind(self) -> str:
+        """testnet or demo: what `testnet: true` connects to."""
+        if self.sandbox != "auto":
+            return self.sandbox
+        return "demo" if self.ccxt_id in FUTURES_IDS else "testnet"
 
     @property
     def prefix(self) -> str:
@@ -109,7 +157,7 @@ def settings_from_broker(broker_type: str, section: Any) -> CcxtSettings:
         for err in exc.errors():
             loc = ".".join(str(p) for p in err["loc"])
             key = f"broker.{loc}" if loc in ("trading_mode", "testnet") else f"broker.ccxt.{loc}" if loc else "broker"
-            msg = err["msg"]
+            msg = str(err["msg"]).removeprefix("Value error, ")
             if err["type"] == "extra_forbidden":
                 hint = did_you_mean(str(err["loc"][-1]), CcxtSettings.model_fields)
                 msg = "unknown key" + (f"; did you mean {hint!r}?" if hint else "")
@@ -145,7 +193,9 @@ class Credentials:
 
 def env_names(settings: CcxtSettings) -> tuple[str, str, str]:
     """The variables holding the key, the secret and the password for these settings."""
-    base = f"{settings.prefix}_TESTNET" if settings.testnet else settings.prefix
+    base = settings.prefix
+    if settings.testnet:
+        base += "_DEMO" if settings.sandbox_kind == "demo" else "_TESTNET"
     return f"{base}_API_KEY", f"{base}_API_SECRET", f"{base}_API_PASSWORD"
 
 
@@ -155,7 +205,7 @@ def credentials_from_env(settings: CcxtSettings, environ: Mapping[str, str] | No
     key_name, secret_name, password_name = env_names(settings)
     missing = [n for n in (key_name, secret_name) if not env.get(n)]
     if missing:
-        where = "testnet" if settings.testnet else "live"
+        where = ("demo trading" if settings.sandbox_kind == "demo" else "testnet") if settings.testnet else "live"
         raise ValueError(
             f"broker {settings.exchange!r} ({where}) needs the environment variable(s) "
             f"{', '.join(missing)}: set the API key and secret there, never in the YAML"

@@ -9,19 +9,18 @@ cancelled, expired, rejected), then releases the protective orders that were wai
 
 Rules:
 
-* A reduce-only order (bracket children, exits) waits locally until the position it reduces
-  exists; it is then sent for at most that position (spot: at most the free base balance, since
-  a fee paid in the base asset leaves less than was bought).
-* A stop with a target (OCO pair): the venue's OCO list where it has one (Binance spot);
-  otherwise the stop rests on the venue (it holds the coins) and the target is watched
-  locally: when the price reaches it the stop is cancelled and the target sent; a fill of the
-  stop cancels the target. A stop the venue cannot hold is watched the same way. A stop the
-  price has already passed goes out as a market order.
-* Spot markets only: an order for a derivative is rejected (``UNSUPPORTED_MARKET``).
+* Reduce-only orders and protective pairs: see `ccxt_protection` (held until the position
+  exists; a venue OCO, a locally watched target, or on futures two reduce-only legs).
+* Spot and USDⓈ-M futures (`market: future`). On spot a sell beyond the free base balance is
+  refused (``NO_SHORT_ON_SPOT``); on futures sells open shorts. Options and inverse (COIN-M)
+  contracts are rejected (``UNSUPPORTED_MARKET``).
+* Futures: the margin mode and leverage are set on each traded symbol at start (`connect`)
+  or before its first order; the positions (`venue_positions`) are read at each poll, and the
+  position the fills make is seeded from the venue's at connect.
 * An order the venue refused before or at placement is REJECTED with the reason
-  (``MIN_NOTIONAL: ...``, ``INSUFFICIENT_BALANCE: ...``). A placement whose outcome is unknown
-  stays unconfirmed and is looked up by client order id on every pump; it is sent again only
-  when the venue says it does not have it.
+  (``MIN_NOTIONAL: ...``, ``INSUFFICIENT_BALANCE: ...``, ``INSUFFICIENT_MARGIN: ...``). A
+  placement whose outcome is unknown stays unconfirmed and is looked up by client order id on
+  every pump; it is sent again only when the venue says it does not have it.
 * While the circuit breaker is open, new entries are rejected (``CIRCUIT_OPEN``); exits and
   cancels still go. The breaker's opening and closing are published as Halted / Resumed.
 """
@@ -32,41 +31,27 @@ import logging
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from trading.brokers import ccxt_binance
+from trading.brokers.ccxt_futures import FuturesSetupError, VenuePosition
+from trading.brokers.ccxt_orders import OrderRefused, PlaceRequest, VenueOrder
+from trading.brokers.ccxt_protection import ProtectiveOrders, Tracked
 from trading.brokers.ccxt_resilience import VenueUnavailable
-from trading.brokers.ccxt_venue import CcxtVenue, OrderRefused, PlaceRequest, VenueOrder
+from trading.brokers.ccxt_venue import CcxtVenue
 from trading.events import Halted, Resumed
 from trading.order_manager import CancelRequest, ModifyRequest, OrderManager
-from trading.orders import ClientOrderId, Order, OrderSide, OrderStatus, OrderType
+from trading.orders import ClientOrderId, Order, OrderStatus, OrderType
 
 log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 _KINDS = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.STOP: "stop",
           OrderType.STOP_LIMIT: "stop_limit"}
-_STOPS = (OrderType.STOP, OrderType.STOP_LIMIT)
 CIRCUIT_OPEN = "CIRCUIT_OPEN"
 
 
-@dataclass
-class _Tracked:
-    order: Order
-    symbol: str  # unified venue symbol
-    reduce_only: bool
-    state: str  # held | new | unconfirmed | live | local | done
-    reference_price: Decimal | None = None
-    venue_id: str | None = None
-    reported: Decimal = ZERO
-    cancel_reason: str | None = None
-    as_market: bool = False  # a locally triggered stop goes out as a market order
-    seen_trades: set[str] = field(default_factory=set)
-
-
-class CcxtExecution:
+class CcxtExecution(ProtectiveOrders):
     """See the module docstring."""
 
     def __init__(
@@ -79,11 +64,13 @@ class CcxtExecution:
     ) -> None:
         self.venue, self.orders, self.bus = venue, orders, bus
         self._clock = clock
-        self._tracked: dict[ClientOrderId, _Tracked] = {}
+        self._tracked: dict[ClientOrderId, Tracked] = {}
         self._cancels: deque[tuple[ClientOrderId, str]] = deque()
         self._modifies: deque[ModifyRequest] = deque()
         self.positions: dict[str, Decimal] = defaultdict(Decimal)  # unified symbol -> signed quantity
         self.balances: dict[str, tuple[Decimal, Decimal]] = {}
+        self.venue_positions: dict[str, VenuePosition] = {}  # futures: unified symbol -> the venue's position
+        self._configured: set[str] = set()
         self._last_poll = float("-inf")
         self._resync = False
         self.halted_reason = ""
@@ -91,10 +78,40 @@ class CcxtExecution:
         orders.add_request_callback(self._on_request)
 
     # ------------------------------------------------------------------ intents
-    def connect(self) -> None:
-        """Load markets, synchronise the clock, read the balances."""
+    def connect(self, symbols: list[str] | tuple[str, ...] = ()) -> None:
+        """Load markets, synchronise the clock, read the balances.
+
+        Futures: set the margin mode and leverage of `symbols` (bot or unified names; a
+        refusal raises FuturesSetupError) and take the venue's positions as the starting ones.
+        """
         self.venue.connect()
-        self.refresh_balances()
+        if self.venue.settings.futures:
+            for name in symbols:
+                self.configure(self.venue.symbol(name))
+        self.balances = self.venue.balances()  # after the set-up: the leverage changes the margin
+        if self.venue.settings.futures:
+            self.refresh_positions(warn=False)
+            for symbol, pos in self.venue_positions.items():
+                self.positions[symbol] = pos.quantity
+
+    def configure(self, symbol: str) -> None:
+        """Set the configured margin mode and leverage on one contract, once."""
+        if symbol not in self._configured and self.venue.is_contract(symbol):
+            self.venue.configure(symbol)
+            self._configured.add(symbol)
+
+    def refresh_positions(self, *, warn: bool = True) -> None:
+        """Read the venue's positions (futures); warn where they differ from what the fills made."""
+        self.venue_positions = {p.symbol: p for p in self.venue.positions()}
+        symbols = set(self.venue_positions) | {s for s, q in self.positions.items() if q}
+        for symbol in sorted(symbols) if warn else ():
+            venue = self.venue_positions[symbol].quantity if symbol in self.venue_positions else ZERO
+            mine = self.positions.get(symbol, ZERO)
+            if venue != mine and not any(t.symbol == symbol and t.state == "unconfirmed"
+                                         for t in self._tracked.values()):
+                log.warning("%s: the venue holds %s but the fills the bot saw make %s "
+                            "(a trade outside the bot, a liquidation, or fills still to be read)",
+                            symbol, venue, mine)
 
     def submit(self, order: Order, *, reduce_only: bool = False, reference_price: Decimal | None = None) -> Order:
         """Record a new order and queue it (a reduce-only one waits for its position)."""
@@ -122,13 +139,13 @@ class CcxtExecution:
         """Ask for a cancel (carried out at the next pump)."""
         self.orders.request_cancel(client_order_id, reason)
 
-    def tracked(self, client_order_id: ClientOrderId) -> _Tracked | None:
+    def tracked(self, client_order_id: ClientOrderId) -> Tracked | None:
         return self._tracked.get(client_order_id)
 
     def _track(self, order: Order, reduce_only: bool, reference_price: Decimal | None) -> None:
         symbol = self.venue.symbol(order.symbol)
         state = "held" if reduce_only else "new"
-        self._tracked[order.client_order_id] = _Tracked(order, symbol, reduce_only, state, reference_price)
+        self._tracked[order.client_order_id] = Tracked(order, symbol, reduce_only, state, reference_price)
 
     def _on_request(self, request: CancelRequest | ModifyRequest) -> None:
         # Called inside OrderManager calls: only queue, the work happens in pump().
@@ -152,7 +169,7 @@ class CcxtExecution:
         # Cancels go before sends: a replacement must not meet the coins its predecessor holds.
         if polling:
             self._last_poll = self._clock()
-            stages.append(self.poll)
+            stages += [self.poll, self.flush_cancels]  # a filled leg's sibling goes at once
         stages += [self._release_held, self._send_new]
         for stage in stages:
             try:
@@ -171,6 +188,8 @@ class CcxtExecution:
 
     def refresh_balances(self) -> None:
         self.balances = self.venue.balances()
+        if self.venue.settings.futures:
+            self.refresh_positions()
 
     def _poll_symbol(self, symbol: str) -> None:
         mine = [t for t in self._tracked.values() if t.symbol == symbol]
@@ -206,6 +225,10 @@ class CcxtExecution:
                     t.as_market = True  # a stop the market is already through executes now
                 request = self._request(t)
                 self._check(t, request)
+                self.configure(t.symbol)
+            except FuturesSetupError as exc:
+                self._reject(t, f"FUTURES_SETUP: {exc}")
+                continue
             except OrderRefused as exc:
                 self._reject(t, exc.reason)
                 continue
@@ -228,18 +251,11 @@ class CcxtExecution:
             t.state = "live"
             self._apply(t, vo)
 
-    def _crossed(self, t: _Tracked) -> bool:
-        """True for a protective stop whose trigger the last price has already passed."""
-        o = t.order
-        if not t.reduce_only or t.as_market or o.order_type not in _STOPS or o.stop_price is None:
-            return False
-        last = self.venue.last_price(t.symbol)
-        return last >= o.stop_price if o.side is OrderSide.BUY else last <= o.stop_price
-
-    def _request(self, t: _Tracked) -> PlaceRequest:
+    def _request(self, t: Tracked) -> PlaceRequest:
         o, v = t.order, self.venue
-        if self._contract(t.symbol):
-            raise OrderRefused("UNSUPPORTED_MARKET", f"{t.symbol} is a derivative; the ccxt broker trades spot only")
+        why = v.unsupported(t.symbol)
+        if why is not None:
+            raise OrderRefused("UNSUPPORTED_MARKET", why)
         kind = "market" if t.as_market else _KINDS.get(o.order_type)
         if kind is None:
             raise OrderRefused("UNSUPPORTED_ORDER_TYPE", f"{o.order_type.value} orders are not sent to {v.exchange.id}")
@@ -248,24 +264,42 @@ class CcxtExecution:
             self.orders.on_modified(o.client_order_id, quantity=o.filled_qty + amount)
         price = v.round_price(t.symbol, o.price) if o.price is not None and kind != "market" else None
         stop = v.round_price(t.symbol, o.stop_price) if o.stop_price is not None and kind != "market" else None
-        return PlaceRequest(t.symbol, o.side.value, kind, amount, str(o.client_order_id), price, stop, t.reduce_only)
+        if t.take_profit and kind == "limit":
+            kind, price, stop = "take_profit", None, price  # futures target: triggers at its price, fills at market
+        close = v.settings.close_position and t.reduce_only and kind in ("stop", "take_profit")
+        return PlaceRequest(t.symbol, o.side.value, kind, amount, str(o.client_order_id), price, stop,
+                            t.reduce_only, close)
 
-    def _check(self, t: _Tracked, r: PlaceRequest) -> None:
-        if r.kind == "stop":
+    def _check(self, t: Tracked, r: PlaceRequest) -> None:
+        contract = self.venue.is_contract(r.symbol)
+        if r.kind == "stop" and not contract:
             assert r.stop_price is not None
             ref = self.venue.stop_limit_price(r.symbol, r.side, r.stop_price)
         else:
-            ref = r.price or t.reference_price or self.venue.last_price(r.symbol)
-        self.venue.check(r.symbol, r.amount, ref)  # type: ignore[arg-type]
+            ref = r.price or r.stop_price or t.reference_price or self.venue.last_price(r.symbol)
+        self.venue.check(r.symbol, r.amount, ref, reduce_only=r.reduce_only)
+        if not contract and r.side == "sell" and not r.reduce_only:
+            self._no_short(r)
 
-    def _reject(self, t: _Tracked, reason: str) -> None:
+    def _no_short(self, r: PlaceRequest) -> None:
+        """Spot cannot sell what it does not hold: refuse before sending (balances read again first)."""
+        base = self.venue.market(r.symbol)["base"]
+        if r.amount > self.balances.get(base, (ZERO, ZERO))[0]:
+            self.refresh_balances()
+            free = self.balances.get(base, (ZERO, ZERO))[0]
+            if r.amount > free:
+                raise OrderRefused("NO_SHORT_ON_SPOT", f"{r.symbol}: selling {r.amount.normalize():f} {base} "
+                                   f"with {free.normalize():f} free; spot cannot go short "
+                                   "(trade futures with market: future)")
+
+    def _reject(self, t: Tracked, reason: str) -> None:
         t.state = "done"
         log.warning("%s rejected: %s", t.order.client_order_id, reason)
         if t.order.is_open:
             self.orders.on_rejected(t.order.client_order_id, reason)
 
     # ------------------------------------------------------------------ venue facts
-    def _apply(self, t: _Tracked, vo: VenueOrder) -> None:
+    def _apply(self, t: Tracked, vo: VenueOrder) -> None:
         """Report what the venue says of one order that the manager does not know yet."""
         o, om, cid = t.order, self.orders, t.order.client_order_id
         t.venue_id = vo.venue_id
@@ -286,7 +320,7 @@ class CcxtExecution:
         elif vo.status == "rejected":
             om.on_rejected(cid, "VENUE_REJECTED")
 
-    def _report_fills(self, t: _Tracked, vo: VenueOrder) -> None:
+    def _report_fills(self, t: Tracked, vo: VenueOrder) -> None:
         trades = list(vo.trades)
         if sum((x.amount for x in trades), ZERO) < vo.filled:
             trades = self.venue.trades(t.symbol, vo.venue_id)
@@ -302,7 +336,7 @@ class CcxtExecution:
             # The venue closed the order but its trade list lags: book the rest at the average.
             self._fill(t, rest, vo.average, ZERO, None, datetime.now(UTC))
 
-    def _fill(self, t: _Tracked, qty: Decimal, price: Decimal, fee: Decimal, trade_id: str | None,
+    def _fill(self, t: Tracked, qty: Decimal, price: Decimal, fee: Decimal, trade_id: str | None,
               ts: datetime) -> None:
         t.reported += qty
         self.positions[t.symbol] += t.order.side.sign * qty
@@ -349,116 +383,6 @@ class CcxtExecution:
             else:
                 log.warning("%s: amending a working order is not supported on %s; left as it is",
                             req.client_order_id, self.venue.exchange.id)
-
-    # ------------------------------------------------------------------ protective orders
-    def _contract(self, symbol: str) -> bool:
-        return bool(self.venue.market(symbol).get("contract"))
-
-    def _release_held(self) -> None:
-        held = [t for t in self._tracked.values() if t.state == "held" and t.order.is_open]
-        done: set[ClientOrderId] = set()
-        for t in held:
-            if t.order.client_order_id in done:
-                continue
-            cover = self._coverable(t)
-            if cover <= 0:
-                continue
-            sibling = self._tracked.get(t.order.oco_id) if t.order.oco_id else None
-            pair = sibling is not None and sibling.state == "held" and sibling.order.is_open
-            if pair:
-                assert sibling is not None
-                done.add(sibling.order.client_order_id)
-                self._release_pair(t, sibling, cover)
-            else:
-                self._release_one(t, cover)
-
-    def _coverable(self, t: _Tracked) -> Decimal:
-        """How much of the position a reduce-only order may close now (0: not yet)."""
-        pos = self.positions.get(t.symbol, ZERO)
-        if pos == 0 or (pos > 0) == (t.order.side is OrderSide.BUY):
-            return ZERO
-        cover = min(abs(pos), t.order.remaining)
-        m = self.venue.market(t.symbol)
-        if m.get("spot") and t.order.side is OrderSide.SELL:
-            free = self.balances.get(m["base"], (ZERO, ZERO))[0]
-            cover = min(cover, free)
-        return self.venue.round_amount(t.symbol, cover)
-
-    def _shrink(self, t: _Tracked, cover: Decimal) -> None:
-        if cover < t.order.remaining:
-            self.orders.on_modified(t.order.client_order_id, quantity=t.order.filled_qty + cover)
-
-    def _release_one(self, t: _Tracked, cover: Decimal) -> None:
-        self._shrink(t, cover)
-        if t.order.order_type in _STOPS and not self.venue.supports_stop(t.symbol):
-            t.state = "local"
-        else:
-            t.state = "new"
-
-    def _release_pair(self, a: _Tracked, b: _Tracked, cover: Decimal) -> None:
-        stop, target = (a, b) if a.order.order_type in _STOPS else (b, a)
-        if stop.order.order_type not in _STOPS or target.order.order_type is not OrderType.LIMIT:
-            self._release_one(a, cover)
-            self._release_one(b, cover)
-            return
-        self._shrink(stop, cover)
-        self._shrink(target, cover)
-        if self._crossed(stop):
-            stop.as_market, stop.state, target.state = True, "new", "local"  # exit now; the fill cancels the target
-        elif self.venue.supports_oco(stop.symbol):
-            self._place_oco(stop, target, cover)
-        else:
-            self._release_one(stop, cover)
-            target.state = "local"  # spot: the stop holds the coins; the target is watched here
-
-    def _place_oco(self, stop: _Tracked, target: _Tracked, amount: Decimal) -> None:
-        v, so = self.venue, stop.order
-        side = so.side.value
-        trigger = v.round_price(stop.symbol, so.stop_price)  # type: ignore[arg-type]
-        limit = v.round_price(stop.symbol, so.price) if so.price is not None else v.stop_limit_price(
-            stop.symbol, side, trigger)
-        tp = v.round_price(stop.symbol, target.order.price)  # type: ignore[arg-type]
-        ids = (str(target.order.client_order_id), str(so.client_order_id))
-        try:
-            v.check(stop.symbol, amount, min(limit, tp))
-            request = ccxt_binance.oco_request(v.exchange, v.market(stop.symbol), side=side, amount=amount,
-                                               take_profit=tp, stop=trigger, stop_limit=limit,
-                                               tp_client_id=ids[0], sl_client_id=ids[1])
-            legs = v.place_oco(stop.symbol, request, ids)
-        except OrderRefused as exc:
-            self._reject(stop, exc.reason)
-            self._reject(target, exc.reason)
-            return
-        except VenueUnavailable:
-            stop.state = target.state = "unconfirmed"
-            return
-        stop.state = target.state = "live"
-        for leg in legs:
-            self._apply(target if leg.client_id == ids[0] else stop, leg)
-
-    def _check_local(self, symbol: str, local: list[_Tracked], price: Decimal) -> None:
-        for t in local:
-            o = t.order
-            if not o.is_open:
-                continue
-            buy = o.side is OrderSide.BUY
-            if o.order_type in _STOPS:
-                hit = price >= o.stop_price if buy else price <= o.stop_price  # type: ignore[operator]
-            else:
-                hit = price <= o.price if buy else price >= o.price  # type: ignore[operator]
-            if not hit:
-                continue
-            sibling = self._tracked.get(o.oco_id) if o.oco_id else None
-            if sibling is not None and sibling.state == "live" and sibling.order.is_open:
-                sibling.cancel_reason = "OCO"
-                vo = self.venue.cancel(sibling.symbol, sibling.venue_id or "")
-                if vo is not None:
-                    self._apply(sibling, vo)  # a fill of the sibling cancels this order instead
-            if o.is_open and o.status is not OrderStatus.PENDING_CANCEL:
-                log.info("%s: %s reached %s locally; sending it", o.client_order_id, symbol, price)
-                t.as_market = o.order_type is OrderType.STOP
-                t.state = "new"
-        self._send_new()
 
     # ------------------------------------------------------------------ breaker and reconnection
     def _on_halt(self, detail: str) -> None:

@@ -3,9 +3,10 @@
 What it adds to the bare ccxt client:
 
 * construction from `CcxtSettings`: ``enableRateLimit``, the timeout, the sandbox for the
-  testnet (`set_sandbox_mode(True)`), Binance options that keep start-up to the public
-  endpoints the adapter needs (spot or USDⓈ-M markets only, no currency or margin calls),
-  optional API URL overrides;
+  testnet (`set_sandbox_mode(True)`; Binance futures: demo trading, `enable_demo_trading`),
+  Binance options that keep start-up to the public endpoints the adapter needs (spot or
+  USDⓈ-M markets only, no currency or margin calls), optional API URL overrides (which keep
+  ccxt's per-market error table);
 * markets by the bot's symbol (``BTCUSDT`` or ``BTC/USDT``), amounts truncated and prices
   rounded to the market's precision, and orders below the minimum amount or notional refused
   before anything is sent (`OrderRefused` with a reason code);
@@ -13,7 +14,11 @@ What it adds to the bare ccxt client:
   clock synchronised (`load_time_difference`) at connect and on a -1021 drift;
 * idempotent placement: an order is POSTed once; after an ambiguous failure (timeout, 5xx,
   429) it is looked up by its client order id and only sent again when the venue says it
-  does not have it (`place`).
+  does not have it (`place`);
+* USDⓈ-M futures: conditional orders live in Binance's Algo Service under their own ids; the
+  venue remembers which ids are algo orders, reads them there and follows a triggered one to
+  the order it placed, which holds the fills. Positions (`positions`) and the set-up of
+  leverage and margin mode (`configure`, see `ccxt_futures`).
 """
 
 from __future__ import annotations
@@ -22,13 +27,25 @@ import importlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
-from trading.brokers import ccxt_binance
+from trading.brokers import ccxt_binance, ccxt_futures
+from trading.brokers.ccxt_binance import TRIGGER
 from trading.brokers.ccxt_config import CcxtSettings, Credentials, import_ccxt
+from trading.brokers.ccxt_futures import VenuePosition
+from trading.brokers.ccxt_orders import (
+    CONDITIONAL_KINDS,
+    OrderRefused,
+    PlaceRequest,
+    VenueOrder,
+    VenueTrade,
+    create_args,
+    dec,
+    parse_order,
+    parse_trade,
+)
 from trading.brokers.ccxt_resilience import (
     Caller,
     CircuitBreaker,
@@ -37,7 +54,6 @@ from trading.brokers.ccxt_resilience import (
     ScrubFilter,
     VenueUnavailable,
 )
-from trading.exceptions import ATFError
 from trading.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
@@ -47,60 +63,8 @@ _SCRUB = Scrubber()  # one filter on ccxt's logger, fed the secrets of every ven
 logging.getLogger("ccxt.base.exchange").addFilter(ScrubFilter(_SCRUB))
 
 
-class OrderRefused(ATFError):
-    """An order the venue will not (or did not) take; `code` is UPPER_SNAKE, `detail` says why."""
-
-    def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code, self.detail = code, detail
-
-    @property
-    def reason(self) -> str:
-        return str(self)
-
-
-@dataclass(frozen=True)
-class PlaceRequest:
-    """One order for the venue; `symbol` is the unified ccxt symbol, amounts already rounded."""
-
-    symbol: str
-    side: str  # buy | sell
-    kind: str  # market | limit | stop | stop_limit
-    amount: Decimal
-    client_id: str
-    price: Decimal | None = None
-    stop_price: Decimal | None = None
-    reduce_only: bool = False
-
-
-@dataclass(frozen=True)
-class VenueTrade:
-    """One execution; `fee` is in the market's quote currency."""
-
-    trade_id: str
-    order_id: str
-    amount: Decimal
-    price: Decimal
-    fee: Decimal
-    ts: datetime
-
-
-@dataclass(frozen=True)
-class VenueOrder:
-    """The venue's view of one order (ccxt statuses: open, closed, canceled, expired, rejected)."""
-
-    venue_id: str
-    client_id: str | None
-    symbol: str
-    status: str
-    amount: Decimal
-    filled: Decimal
-    average: Decimal | None
-    trades: tuple[VenueTrade, ...] = ()
-
-
-def _dec(value: Any) -> Decimal:
-    return ZERO if value is None else D(str(value))
+__all__ = ["CcxtVenue", "OrderRefused", "PlaceRequest", "VenueOrder", "VenuePosition", "VenueTrade",
+           "build_exchange"]
 
 
 def _options(settings: CcxtSettings) -> dict[str, Any]:
@@ -108,6 +72,8 @@ def _options(settings: CcxtSettings) -> dict[str, Any]:
     if settings.ccxt_id in ("binance", "binanceusdm"):
         kind = "linear" if settings.ccxt_id == "binanceusdm" else "spot"
         options = {"fetchMarkets": {"types": [kind]}, "fetchCurrencies": False, "fetchMargins": False}
+    elif settings.futures:
+        options = {"defaultType": "swap"}
     return {**options, **settings.options}
 
 
@@ -130,19 +96,36 @@ def build_exchange(settings: CcxtSettings, credentials: Credentials | None = Non
             config["password"] = credentials.password.get_secret_value()
     exchange = cls(config)
     if settings.testnet:
-        try:
-            exchange.set_sandbox_mode(True)
-        except ccxt.NotSupported:
-            raise ValueError(
-                f"{settings.exchange} has no testnet in ccxt: set testnet: false and trading_mode: live"
-            ) from None
+        _sandbox(exchange, settings, ccxt)
     if settings.urls:
         api = exchange.urls.get("api")
         if isinstance(api, dict):
             exchange.urls["api"] = {**api, **settings.urls}
         else:
             exchange.urls["api"] = settings.urls.get("api", api)
+        if settings.ccxt_id.startswith("binance"):
+            ccxt_binance.keep_market_exceptions(exchange, "linear" if settings.futures else "spot")
     return exchange
+
+
+def _sandbox(exchange: Any, settings: CcxtSettings, ccxt: Any) -> None:
+    if settings.sandbox_kind == "demo":
+        if not hasattr(exchange, "enable_demo_trading"):
+            raise ValueError(f"{settings.exchange} has no demo trading in ccxt: set sandbox: testnet")
+        exchange.enable_demo_trading(True)
+        return
+    try:
+        exchange.set_sandbox_mode(True)
+    except ccxt.NotSupported:
+        raise ValueError(
+            f"{settings.exchange} has no testnet in ccxt: set testnet: false and trading_mode: live"
+        ) from None
+    if settings.futures:  # the retired Binance futures testnet, for those who still have keys
+        exchange.options["disableFuturesSandboxWarning"] = True
+
+
+def _num(x: Decimal) -> str:
+    return format(x.normalize(), "f")
 
 
 class CcxtVenue:
@@ -171,13 +154,16 @@ class CcxtVenue:
         self.call = Caller(settings.retry, self.budget, self.breaker, self.scrub,
                            resync=self.sync_time, retry_after=self._retry_after, sleep=sleep)
         self.connected = False
+        self._algo: dict[str, str | None] = {}  # algo order id -> the regular order it placed, once known
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> None:
-        """Load the markets and synchronise with the server clock (retried)."""
+        """Load the markets and synchronise with the server clock (retried); futures: one-way mode only."""
         self.call("load markets", self.exchange.load_markets, True)
         if self.exchange.has.get("fetchTime"):
             self.sync_time()
+        if self.settings.futures:
+            ccxt_futures.require_one_way(self)
         self.connected = True
 
     def sync_time(self) -> None:
@@ -216,6 +202,20 @@ class CcxtVenue:
     def market(self, symbol: str) -> dict[str, Any]:
         return self.exchange.market(symbol)
 
+    def is_contract(self, symbol: str) -> bool:
+        return bool(self.market(symbol).get("contract"))
+
+    def unsupported(self, symbol: str) -> str | None:
+        """Why the adapter does not trade this market (None: it does)."""
+        m = self.market(symbol)
+        if m.get("option"):
+            return f"{symbol} is an option; the ccxt broker trades spot and USDⓈ-M futures"
+        if m.get("contract") and not m.get("linear"):
+            return f"{symbol} is an inverse (COIN-M) contract; the ccxt broker trades USDⓈ-M (linear) futures"
+        if m.get("contract") and not self.settings.futures:
+            return f"{symbol} is a contract; set broker.ccxt.market: future to trade futures"
+        return None
+
     def round_amount(self, symbol: str, amount: Decimal) -> Decimal:
         """Truncate to the amount step (0 when less than one step)."""
         try:
@@ -226,22 +226,26 @@ class CcxtVenue:
     def round_price(self, symbol: str, price: Decimal) -> Decimal:
         return D(self.exchange.price_to_precision(symbol, str(price)))
 
-    def check(self, symbol: str, amount: Decimal, price: Decimal) -> None:
-        """Refuse an order the venue's limits would reject (amount after rounding, notional at `price`)."""
+    def check(self, symbol: str, amount: Decimal, price: Decimal, *, reduce_only: bool = False) -> None:
+        """Refuse an order the venue's limits would reject (amount after rounding, notional at `price`).
+
+        A reduce-only order on a contract may be below the minimum notional (Binance exempts it:
+        the last bit of a position must always be closable).
+        """
         m = self.market(symbol)
         limits, quote = m.get("limits") or {}, m.get("quote", "")
         step = (m.get("precision") or {}).get("amount")
         if amount <= 0:
             raise OrderRefused("ZERO_AMOUNT", f"{symbol}: the quantity rounds to 0 at the step {step}")
         min_amount = (limits.get("amount") or {}).get("min")
-        if min_amount is not None and amount < _dec(min_amount):
+        if min_amount is not None and amount < dec(min_amount):
             raise OrderRefused("MIN_AMOUNT", f"{symbol}: {amount} is below the venue minimum {min_amount}")
         min_cost = (limits.get("cost") or {}).get("min")
-        notional = amount * price * _dec(m.get("contractSize") or 1)
-        if min_cost is not None and notional < _dec(min_cost):
+        notional = amount * price * dec(m.get("contractSize") or 1)
+        if min_cost is not None and notional < dec(min_cost) and not (reduce_only and m.get("contract")):
             raise OrderRefused(
                 "MIN_NOTIONAL",
-                f"{symbol}: {amount} at {price} is {notional:.8f} {quote}, below the venue minimum {min_cost} {quote}",
+                f"{symbol}: {_num(amount)} at {_num(price)} is {notional:.8f} {quote}, below the venue minimum {min_cost} {quote}",
             )
 
     def stop_limit_price(self, symbol: str, side: str, stop: Decimal) -> Decimal:
@@ -259,9 +263,14 @@ class CcxtVenue:
         return ccxt_binance.supports_oco(self.exchange, self.market(symbol))
 
     # ------------------------------------------------------------------ orders
+    def algo_market(self, symbol: str) -> bool:
+        """True where conditional orders live in Binance's Algo Service (USDⓈ-M contracts)."""
+        return self.exchange.id.startswith("binance") and self.is_contract(symbol)
+
     def place(self, req: PlaceRequest) -> VenueOrder:
         """Send one order; never twice (see the module docstring). Raise OrderRefused or VenueUnavailable."""
-        return self._once(req.symbol, req.client_id, lambda: [self._create(req)])[0]
+        algo = req.kind in CONDITIONAL_KINDS and self.algo_market(req.symbol)
+        return self._once(req.symbol, req.client_id, lambda: [self._create(req)], algo=algo)[0]
 
     def place_oco(self, symbol: str, request: dict[str, str], client_ids: tuple[str, str]) -> list[VenueOrder]:
         """Send a Binance OCO list once; after an ambiguous failure look its legs up first."""
@@ -270,7 +279,7 @@ class CcxtVenue:
                           extra=client_ids[1])
 
     def _once(self, symbol: str, client_id: str, send: Callable[[], list[dict[str, Any]]],
-              extra: str | None = None) -> list[VenueOrder]:
+              extra: str | None = None, algo: bool = False) -> list[VenueOrder]:
         ccxt = self.ccxt
         attempts = self.settings.retry.attempts
         for attempt in range(1, attempts + 1):
@@ -279,7 +288,7 @@ class CcxtVenue:
                 return [self._order(r) for r in raws]
             except VenueUnavailable as exc:
                 # Ambiguous: the request may have reached the venue. Ask before sending again.
-                found = self.lookup(symbol, client_id)
+                found = self.lookup(symbol, client_id, algo=algo)
                 if found is not None:
                     log.warning("%s: placement failed (%s) but the venue has the order; not sent again",
                                 client_id, exc)
@@ -290,48 +299,53 @@ class CcxtVenue:
                 log.warning("%s: not on the venue after a failed placement (%s); sending again", client_id, exc)
                 self._sleep(self.call.delay(attempt))
             except ccxt.InsufficientFunds as exc:
-                raise OrderRefused("INSUFFICIENT_BALANCE", str(exc)) from None
-            except ccxt.InvalidOrder as exc:
-                if "uplicate" in str(exc) or isinstance(exc, ccxt.DuplicateOrderId):
-                    found = self.lookup(symbol, client_id)
-                    if found is not None:
-                        return [found]
-                code = "WOULD_TRIGGER_NOW" if isinstance(exc, ccxt.OrderImmediatelyFillable) else "VENUE_REJECTED"
+                code = "INSUFFICIENT_MARGIN" if self.is_contract(symbol) else "INSUFFICIENT_BALANCE"
                 raise OrderRefused(code, str(exc)) from None
             except ccxt.ExchangeError as exc:
-                raise OrderRefused("VENUE_REJECTED", str(exc)) from None
+                if "uplicate" in str(exc) or isinstance(exc, ccxt.DuplicateOrderId):
+                    found = self.lookup(symbol, client_id, algo=algo)
+                    if found is not None:
+                        return [found]
+                raise OrderRefused(self._refusal(exc), str(exc)) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _create(self, req: PlaceRequest) -> dict[str, Any]:
-        params: dict[str, Any] = {"clientOrderId": req.client_id}
-        kind, price = "limit", req.price
-        if req.kind == "market":
-            kind, price = "market", None
-        elif req.kind == "stop":  # spot venues hold a stop as a stop-limit (Binance: STOP_LOSS_LIMIT)
-            params["stopLossPrice"] = float(req.stop_price)  # type: ignore[arg-type]
-            price = self.stop_limit_price(req.symbol, req.side, req.stop_price)  # type: ignore[arg-type]
-        elif req.kind == "stop_limit":
-            params["stopLossPrice"] = float(req.stop_price)  # type: ignore[arg-type]
-        return self.exchange.create_order(
-            req.symbol, kind, req.side, float(req.amount), None if price is None else float(price), params
-        )
+    def _refusal(self, exc: Exception) -> str:
+        text = str(exc)
+        if isinstance(exc, self.ccxt.OrderImmediatelyFillable) or "immediately trigger" in text:
+            return "WOULD_TRIGGER_NOW"
+        if "ReduceOnly" in text or "-2022" in text:
+            return "REDUCE_ONLY_REJECTED"  # nothing to reduce (any more)
+        if "-4164" in text or "notional must be no smaller" in text:
+            return "MIN_NOTIONAL"
+        return "VENUE_REJECTED"
 
-    def lookup(self, symbol: str, client_id: str) -> VenueOrder | None:
+    def _create(self, req: PlaceRequest) -> dict[str, Any]:
+        kind, side, amount, price, params = create_args(self, req, self.is_contract(req.symbol))
+        return self.exchange.create_order(req.symbol, kind, side, amount, price, params)
+
+    def lookup(self, symbol: str, client_id: str, *, algo: bool | None = None) -> VenueOrder | None:
         """Find an order by client order id; None only when the venue says it has none.
 
-        Venues that cannot fetch by client order id are searched through their open and
-        recent closed orders; when neither is possible the outcome stays unknown
-        (VenueUnavailable), so the caller never sends the order again on a guess.
+        `algo`: look among the conditional (Algo Service) orders, the regular ones, or (None,
+        e.g. after a restart) both. Venues that cannot fetch by client order id are searched
+        through their open and recent closed orders; when neither is possible the outcome
+        stays unknown (VenueUnavailable), so the caller never sends the order again on a guess.
         """
         ccxt = self.ccxt
-        try:
-            raw = self.call(f"look up {client_id}", self.exchange.fetch_order, None, symbol,
-                            {"clientOrderId": client_id})
-        except ccxt.OrderNotFound:
-            return None
-        except (ccxt.NotSupported, ccxt.ArgumentsRequired, ccxt.BadRequest):
-            return self._scan(symbol, client_id)
-        return self._order(raw)
+        if algo is None:
+            kinds = [True, False] if self.algo_market(symbol) else [False]
+        else:
+            kinds = [algo and self.algo_market(symbol)]
+        for conditional in kinds:
+            params = {"clientOrderId": client_id, **(TRIGGER if conditional else {})}
+            try:
+                raw = self.call(f"look up {client_id}", self.exchange.fetch_order, None, symbol, params)
+            except ccxt.OrderNotFound:
+                continue
+            except (ccxt.NotSupported, ccxt.ArgumentsRequired, ccxt.BadRequest):
+                return self._scan(symbol, client_id)
+            return self._order(raw)
+        return None
 
     def _scan(self, symbol: str, client_id: str) -> VenueOrder | None:
         has = self.exchange.has
@@ -346,62 +360,68 @@ class CcxtVenue:
         return None
 
     def fetch(self, symbol: str, venue_id: str) -> VenueOrder | None:
+        params = TRIGGER if venue_id in self._algo else {}
         try:
-            return self._order(self.call("fetch order", self.exchange.fetch_order, venue_id, symbol))
+            return self._order(self.call("fetch order", self.exchange.fetch_order, venue_id, symbol, params))
         except self.ccxt.OrderNotFound:
             return None
 
     def cancel(self, symbol: str, venue_id: str) -> VenueOrder | None:
         """Cancel; when the venue no longer has it open, return what it has (filled, expired...)."""
+        algo = venue_id in self._algo
         try:
-            return self._order(self.call("cancel order", self.exchange.cancel_order, venue_id, symbol))
+            raw = self.call("cancel order", self.exchange.cancel_order, venue_id, symbol, TRIGGER if algo else {})
         except (self.ccxt.OrderNotFound, self.ccxt.OperationRejected):
             return self.fetch(symbol, venue_id)
+        return self.fetch(symbol, venue_id) if algo else self._order(raw)  # an algo cancel answers no state
 
     def open_orders(self, symbol: str) -> list[VenueOrder]:
-        return [self._order(r) for r in self.call("open orders", self.exchange.fetch_open_orders, symbol)]
+        """The working orders of `symbol`, the conditional ones included."""
+        raws = list(self.call("open orders", self.exchange.fetch_open_orders, symbol))
+        if self.algo_market(symbol):
+            raws += self.call("open algo orders", self.exchange.fetch_open_orders, symbol, None, None, TRIGGER)
+        return [self._order(r) for r in raws]
 
     def trades(self, symbol: str, venue_id: str, since: int | None = None) -> list[VenueTrade]:
-        """The executions of one order (fees converted to the quote currency)."""
-        params = {"orderId": venue_id} if self.exchange.id.startswith("binance") else {}
+        """The executions of one order (of the order it placed, for a triggered algo order)."""
+        order_id = self._algo.get(venue_id) or venue_id
+        params = {"orderId": order_id} if self.exchange.id.startswith("binance") else {}
         raws = self.call("my trades", self.exchange.fetch_my_trades, symbol, since, None, params)
-        return [self._trade(t, symbol) for t in raws if str(t.get("order")) == venue_id]
+        return [parse_trade(self, t, symbol) for t in raws if str(t.get("order")) == order_id]
 
     def last_price(self, symbol: str) -> Decimal:
-        return _dec(self.call("ticker", self.exchange.fetch_ticker, symbol).get("last"))
+        return dec(self.call("ticker", self.exchange.fetch_ticker, symbol).get("last"))
 
     def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
-        """Asset -> (free, total)."""
+        """Asset -> (free, total); on futures: (available, margin balance = wallet + unrealised pnl)."""
         raw = self.call("balance", self.exchange.fetch_balance)
-        return {a: (_dec(raw["free"].get(a)), _dec(raw["total"].get(a))) for a in raw.get("total", {})}
+        return {a: (dec(raw["free"].get(a)), dec(raw["total"].get(a))) for a in raw.get("total", {})}
+
+    # ------------------------------------------------------------------ futures
+    def positions(self, symbols: list[str] | None = None) -> list[VenuePosition]:
+        """The open positions (contracts), all or of `symbols` (unified)."""
+        raws = self.call("positions", self.exchange.fetch_positions, symbols)
+        out = [ccxt_futures.parse_position(r, self.market(r["symbol"])) for r in raws if r.get("symbol")]
+        return [p for p in out if p.quantity != 0]
+
+    def configure(self, symbol: str) -> None:
+        """Set the configured margin mode and leverage on one contract (FuturesSetupError if refused)."""
+        ccxt_futures.configure_symbol(self, symbol, self.settings.leverage, self.settings.margin_mode)
 
     # ------------------------------------------------------------------ parsing
     def _order(self, raw: dict[str, Any]) -> VenueOrder:
-        symbol = raw["symbol"]
-        trades = tuple(self._trade(t, symbol) for t in raw.get("trades") or [] if t.get("id") is not None)
-        filled, cost = _dec(raw.get("filled")), _dec(raw.get("cost"))
-        average = raw.get("average")
-        avg = _dec(average) if average else (cost / filled if filled and cost else None)
-        return VenueOrder(str(raw["id"]), raw.get("clientOrderId"), symbol, str(raw.get("status") or "open"),
-                          _dec(raw.get("amount")), filled, avg, trades)
-
-    def _trade(self, raw: dict[str, Any], symbol: str) -> VenueTrade:
-        price = _dec(raw.get("price"))
-        fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
-        fee = sum((self.fee_in_quote(f, symbol, price) for f in fees), ZERO)
-        ts = datetime.fromtimestamp((raw.get("timestamp") or 0) / 1000, UTC)
-        return VenueTrade(str(raw["id"]), str(raw.get("order")), _dec(raw.get("amount")), price, fee, ts)
-
-    def fee_in_quote(self, fee: dict[str, Any], symbol: str, price: Decimal) -> Decimal:
-        """A fee in the quote currency: base fees at the fill price, others at their last price."""
-        cost, currency = _dec(fee.get("cost")), fee.get("currency")
-        m = self.market(symbol)
-        if not cost or currency in (None, m["quote"]):
-            return cost
-        if currency == m["base"]:
-            return cost * price
-        pair = f"{currency}/{m['quote']}"
-        if pair in self.exchange.markets:
-            return cost * self.last_price(pair)
-        log.warning("fee of %s %s on %s not converted to %s", cost, currency, symbol, m["quote"])
-        return ZERO
+        info = ccxt_binance.algo_info(raw)
+        if info is None:
+            return parse_order(self, raw)
+        algo_id = str(raw["id"])
+        actual_id = ccxt_binance.actual_order_id(info) or self._algo.get(algo_id)
+        self._algo[algo_id] = actual_id
+        if actual_id is None:
+            vo = parse_order(self, raw)  # waiting for its trigger, or ended before it
+            return replace(vo, status="open") if vo.status == "closed" else vo
+        try:
+            actual = self.call("triggered order", self.exchange.fetch_order, actual_id, raw["symbol"])
+        except self.ccxt.OrderNotFound:
+            log.warning("%s: the order %s it placed is not found (yet); still working", algo_id, actual_id)
+            return replace(parse_order(self, raw), status="open")
+        return parse_order(self, raw, actual)

@@ -16,7 +16,8 @@ from trading.events import Event
 from trading.order_manager import OrderManager
 from trading.orders import ClientOrderId, Order, OrderSide, OrderType
 
-ENV = {"BINANCE_TESTNET_API_KEY": API_KEY, "BINANCE_TESTNET_API_SECRET": API_SECRET}
+ENV = {"BINANCE_TESTNET_API_KEY": API_KEY, "BINANCE_TESTNET_API_SECRET": API_SECRET,
+       "BINANCE_DEMO_API_KEY": API_KEY, "BINANCE_DEMO_API_SECRET": API_SECRET}  # demo: Binance futures' sandbox
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
@@ -51,8 +52,12 @@ class Rig:
         return [e for e in self.events if isinstance(e, cls)]
 
 
-def build(fake: FakeExchange, *, connect: bool = True, **ccxt: Any) -> Rig:
-    """The whole adapter against `fake`; sleeps are recorded, not slept (backoff stays testable and fast)."""
+def build(fake: FakeExchange, *, connect: bool = True, symbols: tuple[str, ...] = (), **ccxt: Any) -> Rig:
+    """The whole adapter against `fake`; sleeps are recorded, not slept (backoff stays testable and fast).
+
+    ``market="future"`` builds the USDⓈ-M futures adapter (ccxt binanceusdm on the fake's /fapi);
+    `symbols` are configured (leverage, margin mode) at connect.
+    """
     settings: CcxtSettings = settings_from_broker("binance", section(fake, **ccxt))
     sleeps: list[float] = []
     venue = CcxtVenue(settings, credentials_from_env(settings, ENV), sleep=sleeps.append)
@@ -62,5 +67,5 @@ def build(fake: FakeExchange, *, connect: bool = True, **ccxt: Any) -> Rig:
     orders = OrderManager(bus)
     execution = CcxtExecution(venue, orders, bus=bus)
     if connect:
-        execution.connect()
+        execution.connect(symbols)
     return Rig(fake, venue, execution, orders, events, sleeps)

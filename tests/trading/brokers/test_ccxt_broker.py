@@ -27,9 +27,10 @@ from trading.data.ccxt_feed import CcxtLiveFeed, CcxtOHLCVProducer, LiveGate, st
 from trading.data.feed import NumpyFeed
 from trading.engine import build_cerebro
 from trading.order_manager import OrderManager
-from trading.orders import OrderStatus
+from trading.orders import OrderSide, OrderStatus
 
 ROOT = Path(__file__).resolve().parents[3]
+D = Decimal
 WARMUP, LIVE_BARS, MIN = 60, 100, 60_000
 
 
@@ -41,17 +42,23 @@ class Run:
     feed: CcxtLiveFeed
 
 
-def _run_live(fake: FakeExchange, monkeypatch: pytest.MonkeyPatch) -> Run:
-    """Run the rsi_bb_atr bot on 1m bars: WARMUP history bars, then LIVE_BARS stepped one at a time."""
+def _run_live(fake: FakeExchange, monkeypatch: pytest.MonkeyPatch, *, futures: bool = False) -> Run:
+    """Run the rsi_bb_atr bot on 1m bars: WARMUP history bars, then LIVE_BARS stepped one at a time.
+
+    `futures`: on the USDⓈ-M perpetual, trading both directions.
+    """
     for name, value in ENV.items():
         monkeypatch.setenv(name, value)
     cfg = load_config(ROOT / "config/strategies/rsi_bb_atr.yaml")
     cfg = cfg.model_copy(update={"bot": cfg.bot.model_copy(update={"timeframe": "1m"})})
-    broker_section = section(fake)
+    if futures:
+        cfg = cfg.model_copy(update={"strategy": cfg.strategy.model_copy(update={"direction": "both"})})
+    broker_section = section(fake, market="future", leverage=2) if futures else section(fake)
     broker = build_ccxt_broker("binance", broker_section)
     gate = LiveGate()
     exchange = build_exchange(settings_from_broker("binance", broker_section), asynchronous=True)
-    producer = CcxtOHLCVProducer(exchange, {"BTCUSDT": "BTC/USDT"}, "1m", gate, warmup=WARMUP, settle=0,
+    unified = "BTC/USDT:USDT" if futures else "BTC/USDT"
+    producer = CcxtOHLCVProducer(exchange, {"BTCUSDT": unified}, "1m", gate, warmup=WARMUP, settle=0,
                                  max_wait=0.01)
     feed = CcxtLiveFeed(gate=gate, timeframe_str="1m", qcheck=0.01)
     seen: list[int] = []
@@ -147,3 +154,59 @@ def test_broker_value_is_the_venues_quote_plus_coins_at_the_last_close(
     broker.execution.refresh_balances()
     assert broker.getcash() == 10_000.0
     assert broker.getvalue() == 10_000.0 + 2 * 100.5  # the traded coins at the last close only
+
+
+def test_futures_broker_sets_up_its_symbols_takes_the_held_position_and_values_the_margin_balance(
+    fake: FakeExchange, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    fake.futures.new_order({"symbol": "BTCUSDT", "side": "SELL", "type": "MARKET", "quantity": "2"})  # held before
+    fake.script("BTCUSDT", [98.0])
+    broker = build_ccxt_broker("binance", section(fake, market="future", leverage=4))
+    cerebro = bt.Cerebro()
+    frame = pd.DataFrame({"open": [99.0], "high": [99.0], "low": [98.0], "close": [98.0], "volume": [1.0]},
+                         index=pd.DatetimeIndex([pd.Timestamp("2024-01-01", tz="UTC")], name="datetime"))
+    data = cerebro.adddata(NumpyFeed(frame=frame), name="BTCUSDT")
+    data._start()
+    data.next()
+    cerebro.broker = broker
+    broker.start()
+
+    [leverage] = fake.calls("POST", "/fapi/v1/leverage")
+    assert (leverage.params["symbol"], leverage.params["leverage"]) == ("BTCUSDT", "4")  # the cerebro's symbols
+    position = broker.getposition(data)
+    assert (position.size, position.price) == (-2.0, 100.0)  # the short the account holds is the strategy's
+    wallet, upnl = float(fake.futures.wallet), 2 * (100.0 - 98.0)
+    assert broker.getvalue() == pytest.approx(wallet + upnl)  # margin balance, no coins added
+    assert broker.getcash() == pytest.approx(float(fake.futures.available()))  # read after the leverage change
+
+
+def test_rsi_bb_atr_bot_trades_both_ways_on_the_futures_fake(monkeypatch: pytest.MonkeyPatch) -> None:
+    with FakeExchange(check_timestamp=False, seed=1) as fake:
+        run = _run_live(fake, monkeypatch, futures=True)
+    strat, om = run.strategy, run.orders
+    assert fake.futures.leverage["BTCUSDT"] == 2
+
+    # Warm-up signals were refused; live ones filled, long and short (futures may sell first).
+    warm = [d for d in strat.decisions if d[2] == "entry" and d[1] < WARMUP]
+    assert strat.refusals.get("ENTRY_REJECTED") == len(warm)
+    filled = Counter(o.side for o in om.orders() if o.tag == "entry" and o.status is OrderStatus.FILLED)
+    assert filled[OrderSide.BUY] >= 1 and filled[OrderSide.SELL] >= 1
+
+    # Every trade was closed on the venue by a stop-market or take-profit-market leg; the other leg cancelled.
+    exits = [o for o in om.orders() if o.tag in ("sl", "tp") and o.status is OrderStatus.FILLED]
+    assert len(exits) == len(strat.trade_records) >= 2 and {o.side for o in exits} == {OrderSide.BUY, OrderSide.SELL}
+    assert {a.type for a in fake.futures.algos.values()} == {"STOP_MARKET", "TAKE_PROFIT_MARKET"}
+    assert all(a.reduce_only for a in fake.futures.algos.values())
+    assert not [a for a in fake.futures.algos.values() if a.is_open and not any(
+        str(o.client_order_id) == a.client_id and o.is_open for o in om.orders())]  # no stray leg left working
+
+    # The venue holds the strategy's orders under its ids; position and fees agree.
+    ids = {str(o.client_order_id) for o in om.orders()}
+    algo_ids = [a.client_id for a in fake.futures.algos.values()]
+    assert len(algo_ids) == len(set(algo_ids)) and set(algo_ids) <= ids
+    assert {o.client_id for o in fake.futures.orders.values()} <= ids
+    assert run.broker.getposition(strat.datas[0]).size == float(fake.futures.positions["BTCUSDT"].qty)
+    assert sum(o.fees for o in om.orders()) == sum(D(t["commission"]) for t in fake.futures.trades)
+    assert fake.engine.orders == {}  # nothing went to the spot account

@@ -82,3 +82,45 @@ def test_factory_builds_binance_and_any_ccxt_id_with_the_logger_masking_the_keys
     assert kraken.execution.venue.exchange.id == "kraken"
     with pytest.raises(ValueError, match="unknown broker type 'not-a-venue'"):
         factory.create_broker("not-a-venue", {})
+
+
+def test_futures_market_builds_binanceusdm_on_binance_demo_trading_with_its_own_keys() -> None:
+    settings = settings_from_broker("binance", {"trading_mode": "paper", "ccxt": {"market": "future"}})
+    assert (settings.ccxt_id, settings.sandbox_kind) == ("binanceusdm", "demo")
+    assert env_names(settings)[:2] == ("BINANCE_DEMO_API_KEY", "BINANCE_DEMO_API_SECRET")
+    exchange = build_exchange(settings)
+    assert exchange.id == "binanceusdm"
+    assert exchange.urls["api"]["fapiPrivate"] == "https://demo-fapi.binance.com/fapi/v1"
+    live = build_exchange(settings_from_broker("binance", {"trading_mode": "live", "ccxt": {"market": "future"}}))
+    assert live.urls["api"]["fapiPrivate"] == "https://fapi.binance.com/fapi/v1"
+    with pytest.raises(ValueError, match="BINANCE_DEMO_API_KEY"):
+        credentials_from_env(settings, ENV | {"BINANCE_DEMO_API_KEY": ""})
+
+
+def test_the_retired_futures_testnet_can_still_be_chosen() -> None:
+    settings = settings_from_broker("binance", {"ccxt": {"market": "future", "sandbox": "testnet"}})
+    exchange = build_exchange(settings)
+    assert exchange.urls["api"]["fapiPrivate"].startswith("https://testnet.binancefuture.com")
+    assert exchange.options["disableFuturesSandboxWarning"] is True  # else ccxt refuses to sign for it
+    assert env_names(settings)[0] == "BINANCE_TESTNET_API_KEY"
+
+
+def test_binanceusdm_is_futures_and_coin_m_or_futures_knobs_on_spot_are_refused() -> None:
+    usdm = settings_from_broker("binanceusdm", {"ccxt": {"leverage": 3, "margin_mode": "isolated"}})
+    assert usdm.futures and (usdm.leverage, usdm.margin_mode) == (3, "isolated")
+    with pytest.raises(ConfigError, match="leverage: futures only; set market: future"):
+        settings_from_broker("binance", {"ccxt": {"leverage": 3}})
+    with pytest.raises(ConfigError, match="COIN-M"):
+        settings_from_broker("binancecoinm", {})
+    with pytest.raises(ConfigError, match="broker.ccxt.leverage"):
+        settings_from_broker("binance", {"ccxt": {"market": "future", "leverage": 200}})
+    with pytest.raises(ConfigError, match="broker.ccxt.market"):
+        settings_from_broker("binance", {"ccxt": {"market": "swap"}})
+
+
+def test_api_url_overrides_keep_ccxts_futures_error_table() -> None:
+    settings = settings_from_broker("binance", {"ccxt": {"market": "future", "urls": {"fapiPrivate": "http://proxy"}}})
+    exchange = build_exchange(settings)
+    ccxt = pytest.importorskip("ccxt")
+    assert exchange.exceptions["exact"]["-2019"] is ccxt.InsufficientFunds  # Margin is insufficient.
+    assert exchange.exceptions["exact"]["-4164"] is ccxt.InvalidOrder  # below the minimum notional

@@ -199,3 +199,20 @@ def test_emulated_bracket_stop_fill_cancels_the_local_target(fake: FakeExchange)
     assert sl.status is OrderStatus.FILLED
     assert tp.status is OrderStatus.CANCELLED
     assert fake.orders_by_client_id(str(tp.client_order_id)) == []
+
+
+def test_spot_refuses_a_sell_it_cannot_cover_before_sending(fake: FakeExchange) -> None:
+    rig = build(fake)
+    short = rig.execution.submit(rig.order("entry", SELL, OrderType.MARKET, "1"))  # no BTC held
+    rig.execution.pump()
+
+    assert short.status is OrderStatus.REJECTED
+    reason = next(e.reason for e in rig.events if type(e).__name__ == "OrderRejected")  # type: ignore[attr-defined]
+    assert reason == ("NO_SHORT_ON_SPOT: BTC/USDT: selling 1 BTC with 0 free; spot cannot go short "
+                      "(trade futures with market: future)")
+    assert fake.calls("POST", "/api/v3/order") == []
+
+    _hold(rig, "1")  # with the coins on the account the same sell goes (balances read again first)
+    close = rig.execution.submit(rig.order("exit", SELL, OrderType.MARKET, "1"))
+    rig.execution.pump()
+    assert close.status is OrderStatus.FILLED and fake.engine.free["BTC"] == 0
