@@ -20,7 +20,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 
@@ -37,6 +37,9 @@ from trading.exceptions import ATFError
 from trading.order_manager import OrderManager
 from trading.positions import PositionManager
 from trading.results import BacktestResult
+
+if TYPE_CHECKING:
+    from trading.audit_session import AuditSession
 
 Mode = Literal["backtest", "paper", "live"]
 STATE_FILE = "state.json"
@@ -161,9 +164,11 @@ class BaseTradingBot:
         result.diagnostics["stop_reason"] = reason
         self._write_state(reason)
         self._control.publish(BotStopped(ts=_now(), bot=name, reason=reason))
-        await self._stop_services(result)
-        self.result = result
-        self._done.set()
+        try:
+            await self._stop_services(result)  # raises a crash recovery's refusal, once all is closed
+        finally:
+            self.result = result
+            self._done.set()
         return result
 
     async def _start_services(self) -> None:
@@ -233,6 +238,11 @@ class BaseTradingBot:
     def state(self) -> dict[str, Any] | None:
         """Return the state saved at the last stop (positions, open orders, last bar times)."""
         return self._control.state
+
+    @property
+    def audit(self) -> AuditSession | None:
+        """Return the audit trail's session (the `persistence:` section), None when it is off."""
+        return self.services.audit
 
     # ------------------------------------------------------------------ runs
     async def _run_backtest(self, frames: dict[str, pd.DataFrame]) -> BacktestResult:

@@ -84,7 +84,7 @@ def main() -> int:
         print(exc, file=sys.stderr)
         args.out.write_text(json.dumps({"refused": str(exc)}, indent=1))
         return 3
-    session = bot.services.audit
+    session = bot.audit
     assert session is not None, "the persistence section did not switch the audit trail on"
     rec = session.recovery
     out = {

@@ -238,6 +238,8 @@ def test_a_reconciliation_mismatch_stops_atf_paper_with_the_list_and_a_failure_s
     # stopped where the first run ended, before trading on the 100 new bars (which, run
     # to the end, place 3 more orders)
     assert spy.bot.stop_reason == "reconciliation_mismatch"
+    assert spy.bot.result is not None and spy.bot.audit is not None
+    assert spy.bot.result.diagnostics["audit"]["refused"] == str(spy.bot.audit.refusal)
     assert count(engine, "SELECT count(*) FROM orders") == last_order
     assert not (work / "result.json").exists()
     engine.dispose()
