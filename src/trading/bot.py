@@ -9,13 +9,13 @@ and position and publish their events. The services the YAML switches on (order 
 ledger, notifier: `trading.bot_services`) listen to the same bus; they start before
 BotStarted and stop after BotStopped. Operators (Telegram) pause and resume entries and
 close positions through the `request_*` methods, which are thread-safe and take effect at
-the next bar. Live feeds and brokers come with the live issue.
+the next bar. A live run (`atf live`, or `atf paper` without replay) reads closed bars from
+the venue and, in live mode, trades there (`trading.live_run.LiveSession`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
@@ -34,6 +34,8 @@ from trading.data.replay import ReplayFeed, ReplayProducer
 from trading.engine import build_cerebro, collect_result, load_bars
 from trading.events import BotError, BotStarted, BotStopped
 from trading.exceptions import ATFError
+from trading.live_run import LiveSession
+from trading.live_sources import ModeUnavailable  # noqa: F401 - re-exported: trading.bot.ModeUnavailable
 from trading.order_manager import OrderManager
 from trading.positions import PositionManager
 from trading.results import BacktestResult
@@ -49,10 +51,6 @@ class LiveTradingRefused(ATFError):
     """Live trading was asked for without the config and the user both agreeing to it."""
 
 
-class ModeUnavailable(ATFError):
-    """The mode needs a feed or broker that this installation does not have."""
-
-
 def check_live_allowed(cfg: BotConfig, *, confirm_live: bool) -> None:
     """Refuse live trading unless `broker.trading_mode: live` and the user confirmed it."""
     if cfg.broker.trading_mode != "live":
@@ -64,22 +62,13 @@ def check_live_allowed(cfg: BotConfig, *, confirm_live: bool) -> None:
         raise LiveTradingRefused("live trading places real orders: pass --confirm-live to start it")
 
 
-def live_unavailable(what: str) -> ModeUnavailable:
-    """Say what a live feed or broker needs that is missing."""
-    if importlib.util.find_spec("ccxt") is None:
-        need = "install the live extra: pip install 'atf[live]' (ccxt, ib_async)"
-    else:
-        need = "live feeds and broker adapters are not built yet (the live broker issue)"
-    return ModeUnavailable(f"{what} needs a live data feed and broker: {need}; "
-                           "offline, replay recorded bars with `atf paper CONFIG --replay FILE`")
-
-
 class BaseTradingBot:
-    """Run one bot in backtest, paper (replay) or live mode; see docs/modes.md.
+    """Run one bot in backtest, paper (replay or live bars) or live mode; see docs/modes.md.
 
     `frames` gives the bars (symbol -> OHLCV frame) instead of the configured data; in paper
-    mode `replay` names the CSV to stream (one file, or symbol -> file). `speed` is the
-    replay pace (N× real time; None or "max": as fast as the strategy takes them).
+    mode `replay` names the CSV to stream (one file, or symbol -> file); a paper run with
+    neither reads live bars from the configured venue. `speed` is the replay pace (N× real
+    time; None or "max": as fast as the strategy takes them).
 
     `order_manager` and `position_manager` are the bot's record of every order and position
     (docs/trading-core.md): the strategy registers each order it sends, the broker's
@@ -124,7 +113,7 @@ class BaseTradingBot:
         self._labels = TradeLabels(bus) if bus is not None else None  # exit reason on TradeClosed
         self.position_manager = PositionManager(self._labels)  # type: ignore[arg-type]  # fed by the fills
         self._pacing = {k: v for k, v in (("clock", clock), ("sleep", sleep)) if v is not None}
-        self._producer: ReplayProducer | None = None
+        self._producer: ReplayProducer | LiveSession | None = None
         self._feeds: dict[str, ReplayFeed] = {}
         self._done = asyncio.Event()
         self._running = False
@@ -137,10 +126,10 @@ class BaseTradingBot:
         self._done.clear()
         if self.mode == "live":
             check_live_allowed(self.config, confirm_live=self.confirm_live)
-            raise live_unavailable("live trading")
-        if self.mode == "paper" and self.frames is None and self.replay is None:
-            raise live_unavailable("paper trading without --replay")
-        frames = self.frames if self.frames is not None else self._load_frames()
+        session: LiveSession | None = None
+        if self.mode == "live" or (self.mode == "paper" and self.frames is None and self.replay is None):
+            session = LiveSession(self.config, self.mode)  # venue, extras and credentials checked now
+        frames = {} if session is not None else self.frames if self.frames is not None else self._load_frames()
         if self.bus is not None:
             await self.bus.start()
         await self._start_services()
@@ -149,7 +138,10 @@ class BaseTradingBot:
         self._running = True
         result: BacktestResult | None = None
         try:
-            result = await (self._run_replay(frames) if self.mode == "paper" else self._run_backtest(frames))
+            if session is not None:
+                result = await self._run_live(session)
+            else:
+                result = await (self._run_replay(frames) if self.mode == "paper" else self._run_backtest(frames))
         except Exception as exc:
             self._control.publish(BotError(ts=_now(), error=f"{type(exc).__name__}: {exc}"))
             self._control.publish(BotStopped(ts=_now(), bot=name, reason="error"))
@@ -272,6 +264,12 @@ class BaseTradingBot:
         if not seen:
             raise ATFError(f"bot '{self.config.bot.name}' stopped before its first bar")
         return collect_result(self.config, seen, cerebro, strat)
+
+    async def _run_live(self, session: LiveSession) -> BacktestResult:
+        self._producer = session  # request_stop ends its feeds
+        if self._control.stop_requested.is_set():
+            session.stop()
+        return await session.run(self._strategy_cls(), order_logger=self.services.order_logger, bus=self.bus)
 
     def _strategy_cls(self) -> type[BotStrategy]:
         # build_cerebro passes only the engine's parameters: bind this bot's control here.

@@ -122,6 +122,8 @@ class BacktraderOrders:
         """Describe a new backtrader order as an Order (not yet submitted to the manager).
 
         A second order of the same leg and symbol on one bar takes the next attempt number.
+        The id is also written into ``order.info['client_order_id']``: a live broker sends the
+        order under it (the venue, the OrderManager and the database then name it the same).
         """
         symbol = order.data._name
         created = bar_datetime(order.created.dt)
@@ -134,6 +136,7 @@ class BacktraderOrders:
             raise ValueError(f"{symbol} {leg}: backtrader order type {order.getordername()} is not tracked")
         price = dec(order.created.price)
         self._bt[cid], self._ids[order.ref] = order, cid
+        order.addinfo(client_order_id=cid)
         return Order(
             client_order_id=cid,
             symbol=symbol,

@@ -82,11 +82,14 @@ def paper(
         bool, typer.Option("--cancel-on-stop/--keep-orders", help="Cancel working orders when stopped.")
     ] = False,
 ) -> None:
-    """Paper trade: the backtest's strategy and fill model on bars that arrive one by one."""
+    """Paper trade: the backtest's strategy and fill model on bars that arrive one by one.
+
+    With --replay the bars come from CSV files; without it, closed bars come live from the
+    configured venue (broker.type, or broker.ccxt.exchange / broker.ibkr): see docs/modes.md.
+    """
     from trading.bot import BaseTradingBot
     from trading.bus import EventBus
     from trading.config import load_config
-    from trading.events import BotStarted
 
     try:
         cfg = load_config(config)
@@ -95,12 +98,9 @@ def paper(
     except (ATFError, ValueError) as exc:
         raise _fail(exc) from None
     outdir = output or Path("results") / f"{cfg.bot.name}-paper-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    bus = EventBus()
-    # Printed on BotStarted (data loaded, Ctrl-C handled) and flushed: a supervisor, or a
-    # test, then knows the bot is running.
-    bus.subscribe(lambda e: print(f"paper replay of {cfg.bot.name} started at speed {speed}; "
-                                  "Ctrl-C stops after the current bar", flush=True),
-                  BotStarted, inline=True, name="cli-banner")
+    what = f"paper replay of {cfg.bot.name} started at speed {speed}" if files is not None else (
+        f"paper trading of {cfg.bot.name} on live bars started")
+    bus = _banner(EventBus(), what)
     bot = BaseTradingBot(cfg, mode="paper", replay=files, speed=pace, bus=bus, state_dir=outdir,
                          cancel_on_stop=cancel_on_stop)
     try:
@@ -110,14 +110,32 @@ def paper(
     _finish(result, json_path, outdir)
 
 
+def _banner(bus: Any, what: str) -> Any:
+    """Print `what` on BotStarted (checks passed, Ctrl-C handled), flushed: a supervisor, or a
+    test, then knows the bot is running."""
+    from trading.events import BotStarted
+
+    bus.subscribe(lambda e: print(f"{what}; Ctrl-C stops after the current bar", flush=True),
+                  BotStarted, inline=True, name="cli-banner")
+    return bus
+
+
 def live(
     config: Annotated[Path, typer.Argument(help="Bot YAML file (broker.trading_mode: live).")],
     confirm_live: Annotated[bool, typer.Option("--confirm-live", help="Confirm trading with real money.")] = False,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Folder for report, files and state.")] = None,
     json_path: Annotated[Path | None, typer.Option("--json", help="Also write the result JSON here.")] = None,
+    cancel_on_stop: Annotated[
+        bool, typer.Option("--cancel-on-stop/--keep-orders", help="Cancel working orders at the venue when stopped.")
+    ] = False,
 ) -> None:
-    """Trade live with real money; refused unless the config says live and --confirm-live is given."""
+    """Trade live with real money; refused unless the config says live and --confirm-live is given.
+
+    Runs until Ctrl-C (or SIGTERM): the bot ends after the current bar, its open positions and
+    (unless --cancel-on-stop) working orders stay at the venue, and the result is written.
+    """
     from trading.bot import BaseTradingBot, check_live_allowed
+    from trading.bus import EventBus
     from trading.config import load_config
 
     try:
@@ -126,9 +144,11 @@ def live(
     except ATFError as exc:
         raise _fail(exc) from None
     outdir = output or Path("results") / f"{cfg.bot.name}-live-{datetime.now(UTC):%Y%m%d-%H%M%S}"
-    bot = BaseTradingBot(cfg, mode="live", state_dir=outdir, confirm_live=confirm_live)
+    bus = _banner(EventBus(), f"live trading of {cfg.bot.name} on {cfg.broker.type} started")
+    bot = BaseTradingBot(cfg, mode="live", bus=bus, state_dir=outdir, confirm_live=confirm_live,
+                         cancel_on_stop=cancel_on_stop)
     try:
         result = asyncio.run(_run(bot))
-    except ATFError as exc:
+    except (ATFError, ValueError) as exc:
         raise _fail(exc) from None
-    _finish(result, json_path, outdir)  # pragma: no cover - live feeds come later
+    _finish(result, json_path, outdir)

@@ -23,10 +23,13 @@ from notification.config import (
     TelegramConfig,
     environ_with_dotenv,
 )
+from trading.brokers.ccxt_config import CcxtOptions
+from trading.brokers.ibkr_config import IBKRSection
 from trading.config_errors import format_pydantic, line_index, where
 from trading.config_services import LedgerSection, LoggingSection, PersistenceSection, StrictModel
 from trading.data.timeframes import parse_timeframe
 from trading.exceptions import ConfigError
+from trading.live_sources import check_venue_sections
 
 
 class BotSection(StrictModel):
@@ -61,6 +64,10 @@ class DataSection(StrictModel):
     seed: int = Field(42, description="Seed of the synthetic generator.")
     start: str | None = Field(None, description="First bar to use (inclusive, ISO date).")
     end: str | None = Field(None, description="Last bar to use (inclusive, ISO date).")
+    warmup_bars: int = Field(200, ge=0, description="Live feeds: closed bars of history delivered first (never traded).")
+    poll_seconds: float = Field(
+        30.0, gt=0, description="Live ccxt feed: longest wait between two reads of the exchange's clock."
+    )
 
     @model_validator(mode="after")
     def _csv_needs_path(self) -> DataSection:
@@ -218,8 +225,11 @@ class PaperTradingConfig(StrictModel):
 
 
 class BrokerSection(StrictModel):
-    type: str = "paper"
+    type: str = Field("paper", description="paper (the SimBroker), binance or any ccxt exchange id, or ibkr.")
     trading_mode: Literal["paper", "live"] = "paper"
+    testnet: bool | None = Field(None, description="ccxt venues: trade on the sandbox; default: trading_mode is paper.")
+    ccxt: CcxtOptions | None = Field(None, description="The ccxt adapter's settings (docs/live.md).")
+    ibkr: IBKRSection | None = Field(None, description="Interactive Brokers connection and contracts (docs/live-ibkr.md).")
     cash: float = Field(10_000.0, gt=0)
     commission_rate: float = Field(0.001, ge=0, lt=0.1, description="Fraction of notional per fill.")
     commission_per_share: float | None = Field(
@@ -236,6 +246,11 @@ class BrokerSection(StrictModel):
                 raise ValueError("give either 'commission_rate' or 'commission_per_share', not both")
             data = {**data, "commission_rate": 0.0}
         return data
+
+    @model_validator(mode="after")
+    def _venue_sections(self) -> BrokerSection:
+        check_venue_sections(self)
+        return self
 
 
 class RiskSection(StrictModel):

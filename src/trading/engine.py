@@ -182,7 +182,7 @@ def _nums_to_times(nums: list[float]) -> pd.DatetimeIndex:
 
 def build_cerebro(
     cfg: BotConfig,
-    frames: Mapping[str, pd.DataFrame],
+    frames: Mapping[str, pd.DataFrame] | None,
     *,
     progress: Progress | None = None,
     strategy_cls: type[BaseStrategy] = BaseStrategy,
@@ -192,8 +192,10 @@ def build_cerebro(
     """Assemble feeds, the SimBroker and the composed strategy into a Cerebro.
 
     `feeds` (symbol -> feed) replaces the historical feeds built from `frames`, e.g. the
-    streamed feeds of a paper replay: bars are then not preloaded. `order_logger` is given
-    to the broker (`BrokerFactory`); the bot feeds it from its event bus.
+    streamed feeds of a paper replay or the live feeds (`frames` may then be None): bars are
+    then not preloaded. `order_logger` is given to the broker (`BrokerFactory`); the bot feeds
+    it from its event bus. A live run replaces the SimBroker with the venue's broker afterwards
+    (`cerebro.broker = ...`); the SimBroker's fill model still costs the end-of-data mark.
     """
     streamed = feeds is not None
     cerebro = bt.Cerebro(stdstats=False, preload=not streamed, runonce=not streamed)
@@ -204,8 +206,14 @@ def build_cerebro(
     broker: SimBroker = BrokerFactory(order_logger=order_logger).create_broker("paper", cfg.broker)
     fill_model = broker.fill_model
     cerebro.broker = broker
-    for sym, df in frames.items():
-        cerebro.adddata(feeds[sym] if feeds is not None else NumpyFeed(frame=df), name=sym)
+    if feeds is not None:
+        for sym, feed in feeds.items():
+            cerebro.adddata(feed, name=sym)
+    else:
+        if frames is None:
+            raise ValueError("build_cerebro needs frames (historical bars) or feeds")
+        for sym, df in frames.items():
+            cerebro.adddata(NumpyFeed(frame=df), name=sym)
     cerebro.addstrategy(
         strategy_cls,
         spec=StrategySpec.from_config(cfg),

@@ -50,6 +50,13 @@ class FakeClock:
         with self._lock:
             self._extra += ms
 
+    def set_speed(self, speed: float) -> None:
+        """Run at `speed` from now on (0: freeze), without a jump in time."""
+        with self._lock:
+            now = time.monotonic()
+            self._extra += int((now - self._t0) * 1000 * self.speed)
+            self._t0, self.speed = now, speed
+
 
 class PricePath:
     """Tick prices of one symbol: a seeded random walk, or the scripted `prices` then flat."""

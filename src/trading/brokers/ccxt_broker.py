@@ -7,9 +7,9 @@ the last pass are sent through `CcxtExecution`, the venue is polled, and every v
 (accepted, partial and complete fills with the venue's fee, cancelled, rejected with the
 reason, expired) becomes the backtrader notification the unchanged BaseStrategy expects.
 
-* Client order ids: the strategy's own (BaseStrategy tracks each order under a stable id right
-  after creating it), so the venue, the OrderManager and the database agree across restarts;
-  ``order.info['client_order_id']`` wins when set.
+* Client order ids: ``order.info['client_order_id']``, where BaseStrategy writes the stable id it
+  tracks each order under right after creating it, so the venue, the OrderManager and the
+  database agree across restarts; an order without one gets an id from its bar and ref.
 * Reduce-only orders (``reduce_only=True``, or a bracket child) wait until the position exists;
   a stop and target linked with ``oco=`` go out as one OCO (see `ccxt_execution`).
 * Orders created on a warm-up bar (the live feed's history) are rejected with ``WARMUP``:
@@ -19,7 +19,7 @@ reason, expired) becomes the backtrader notification the unchanged BaseStrategy 
   plus the base assets of the traded symbols at their last close (futures: the margin balance;
   positions the account holds at start are the strategy's).
 
-Registered in BrokerFactory as ``binance`` and, through a resolver, every ccxt exchange id.
+BrokerFactory builds it for ``binance`` and every other ccxt exchange id (`resolve_ccxt_type`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from strategy.risk_gate import bar_datetime
 from trading.brokers.ccxt_config import credentials_from_env, import_ccxt, settings_from_broker
 from trading.brokers.ccxt_execution import CcxtExecution
 from trading.brokers.ccxt_venue import CcxtVenue
-from trading.brokers.factory import BrokerFactory, BrokerSpec
+from trading.brokers.factory import BrokerSpec
 from trading.events import (
     OrderAccepted,
     OrderCancelled,
@@ -111,6 +111,11 @@ class CcxtBroker(bt.BrokerBase):
     def next(self) -> None:
         self._send_unsent()
         self.execution.pump()
+
+    def settle(self) -> None:
+        """Send what is pending and read the venue now (a live run calls it before the books close)."""
+        self._send_unsent()
+        self.execution.pump(poll=True)
 
     def get_notification(self) -> bt.Order | None:
         return self.notifs.popleft() if self.notifs else None
@@ -245,13 +250,9 @@ class CcxtBroker(bt.BrokerBase):
         return rec
 
     def _client_id(self, order: bt.Order) -> ClientOrderId:
-        given = order.info.get("client_order_id")
+        given = order.info.get("client_order_id")  # BaseStrategy's id (trading.bt_orders), or the caller's
         if given:
             return ClientOrderId(str(given))
-        tracker = getattr(order.owner, "_venue", None)  # BaseStrategy's BacktraderOrders
-        cid = tracker.id_of(order) if tracker is not None and hasattr(tracker, "id_of") else None
-        if cid is not None:
-            return cid
         created = bar_datetime(order.created.dt)
         return ClientOrderId.for_signal(self.p.bot, order.data._name, created, f"o{order.ref % 10_000_000}")
 
@@ -319,8 +320,8 @@ def build_ccxt_broker(broker_type: str, config: Any, *, bus: Any = None) -> Ccxt
     return CcxtBroker(CcxtExecution(venue, OrderManager(), bus=bus))
 
 
-def _resolve(name: str) -> BrokerSpec | None:
-    """Every ccxt exchange id is a broker type (when ccxt is installed)."""
+def resolve_ccxt_type(name: str) -> BrokerSpec | None:
+    """Every ccxt exchange id is a broker type (when ccxt is installed); None for other names."""
     if importlib.util.find_spec("ccxt") is None:
         return None
     if name not in import_ccxt().exchanges:
@@ -328,6 +329,5 @@ def _resolve(name: str) -> BrokerSpec | None:
     return BrokerSpec(name=name, build=lambda config: build_ccxt_broker(name, config))
 
 
-BrokerFactory.register("binance", lambda config: build_ccxt_broker("binance", config))
-BrokerFactory.register_resolver(_resolve)
+# BrokerFactory resolves ``binance`` and every other ccxt id through `resolve_ccxt_type`, lazily.
 __all__ = ["WARMUP", "CcxtBroker", "build_ccxt_broker"]

@@ -56,12 +56,13 @@ class BreakerSettings(_Strict):
     cooldown: float = Field(300.0, ge=0, description="Seconds before entries are tried again.")
 
 
-class CcxtSettings(_Strict):
-    """Everything the ccxt adapter needs but the credentials."""
+class CcxtOptions(_Strict):
+    """The ``broker.ccxt`` section of a bot: the adapter's knobs (mode and testnet sit beside it)."""
 
-    exchange: str = Field(description="ccxt exchange id, e.g. binance, binanceusdm, kraken.")
-    trading_mode: Literal["paper", "live"] = "paper"
-    testnet: bool = Field(description="Use the venue's sandbox (ccxt set_sandbox_mode).")
+    exchange: str | None = Field(
+        None, description="ccxt exchange id; default: broker.type. With broker.type paper: the exchange whose "
+        "public candles feed `atf paper` without --replay.",
+    )
     env_prefix: str | None = Field(None, description="Prefix of the credential variables; default: exchange id.")
     market: Literal["spot", "future"] | None = Field(
         None, description="spot, or future: USDⓈ-M linear perpetuals (Binance: the binanceusdm client); "
@@ -97,6 +98,14 @@ class CcxtSettings(_Strict):
     circuit_breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     urls: dict[str, str] | None = Field(None, description="Override of the venue's API base URLs (proxies, tests).")
     options: dict[str, Any] = Field(default_factory=dict, description="Extra ccxt exchange options.")
+
+
+class CcxtSettings(CcxtOptions):
+    """Everything the ccxt adapter needs but the credentials."""
+
+    exchange: str = Field(description="ccxt exchange id, e.g. binance, binanceusdm, kraken.")
+    trading_mode: Literal["paper", "live"] = "paper"
+    testnet: bool = Field(description="Use the venue's sandbox (ccxt set_sandbox_mode).")
 
     @model_validator(mode="after")
     def _paper_is_testnet(self) -> CcxtSettings:
@@ -144,11 +153,12 @@ def settings_from_broker(broker_type: str, section: Any) -> CcxtSettings:
     plain = _plain(section)
     own = dict(plain.get("ccxt") or {})
     mode = plain.get("trading_mode", "paper")
+    testnet = plain.get("testnet")
     data = {
         **own,
-        "exchange": own.get("exchange", broker_type).lower(),
+        "exchange": (own.get("exchange") or broker_type).lower(),
         "trading_mode": mode,
-        "testnet": plain.get("testnet", own.get("testnet", mode == "paper")),
+        "testnet": own.get("testnet", mode == "paper") if testnet is None else testnet,
     }
     try:
         return CcxtSettings.model_validate(data)
@@ -203,12 +213,13 @@ def credentials_from_env(settings: CcxtSettings, environ: Mapping[str, str] | No
     """Read the credentials for the venue the settings connect to; name a missing variable."""
     env = os.environ if environ is None else environ
     key_name, secret_name, password_name = env_names(settings)
-    missing = [n for n in (key_name, secret_name) if not env.get(n)]
+    missing = {role: n for role, n in (("api_key", key_name), ("secret", secret_name)) if not env.get(n)}
     if missing:
         where = ("demo trading" if settings.sandbox_kind == "demo" else "testnet") if settings.testnet else "live"
+        roles = " and ".join(missing)
         raise ValueError(
-            f"broker {settings.exchange!r} ({where}) needs the environment variable(s) "
-            f"{', '.join(missing)}: set the API key and secret there, never in the YAML"
+            f"broker {settings.exchange!r} ({where}) needs its {roles} in the environment variable(s) "
+            f"{', '.join(missing.values())}: set the API key and secret there, never in the YAML"
         )
     password = env.get(password_name)
     return Credentials(

@@ -64,7 +64,7 @@ logging.getLogger("ccxt.base.exchange").addFilter(ScrubFilter(_SCRUB))
 
 
 __all__ = ["CcxtVenue", "OrderRefused", "PlaceRequest", "VenueOrder", "VenuePosition", "VenueTrade",
-           "build_exchange"]
+           "build_exchange", "unified_symbol"]
 
 
 def _options(settings: CcxtSettings) -> dict[str, Any]:
@@ -75,6 +75,22 @@ def _options(settings: CcxtSettings) -> dict[str, Any]:
     elif settings.futures:
         options = {"defaultType": "swap"}
     return {**options, **settings.options}
+
+
+def unified_symbol(exchange: Any, name: str) -> str:
+    """The unified symbol of a bot symbol (``BTCUSDT`` or ``BTC/USDT``) on an exchange with its markets loaded."""
+    ex = exchange
+    if name in ex.markets:
+        return name
+    by_id = ex.markets_by_id.get(name) if ex.markets_by_id else None
+    if by_id:
+        return str(by_id[0]["symbol"])
+    if "/" in name and ":" not in name:  # a perpetual named without its settle currency
+        candidate = f"{name}:{name.split('/')[1]}"
+        if candidate in ex.markets:
+            return candidate
+    hint = did_you_mean(name, list(ex.markets) + list(ex.markets_by_id or {}))
+    raise ValueError(f"{ex.id} has no market {name!r}" + (f"; did you mean {hint!r}?" if hint else ""))
 
 
 def build_exchange(settings: CcxtSettings, credentials: Credentials | None = None, *,
@@ -186,18 +202,7 @@ class CcxtVenue:
     # ------------------------------------------------------------------ markets
     def symbol(self, name: str) -> str:
         """The unified symbol of a bot symbol (``BTCUSDT`` or ``BTC/USDT``)."""
-        ex = self.exchange
-        if name in ex.markets:
-            return name
-        by_id = ex.markets_by_id.get(name) if ex.markets_by_id else None
-        if by_id:
-            return by_id[0]["symbol"]
-        if "/" in name and ":" not in name:  # a perpetual named without its settle currency
-            candidate = f"{name}:{name.split('/')[1]}"
-            if candidate in ex.markets:
-                return candidate
-        hint = did_you_mean(name, list(ex.markets) + list(ex.markets_by_id or {}))
-        raise ValueError(f"{ex.id} has no market {name!r}" + (f"; did you mean {hint!r}?" if hint else ""))
+        return unified_symbol(self.exchange, name)
 
     def market(self, symbol: str) -> dict[str, Any]:
         return self.exchange.market(symbol)

@@ -1,8 +1,10 @@
 """BrokerFactory: create a broker by type from its config, once, with the order logger injected.
 
 Broker types are registered by name (`BrokerFactory.register`); `paper` is built in. A type
-may be resolved dynamically too (`register_resolver`): the live issue adds `binance`, any ccxt
-exchange id and `ibkr` that way, without touching this file's callers.
+may be resolved dynamically too (`register_resolver`). The live venues are registered lazily:
+asking for `ibkr` imports the IB broker (ib_async is imported only when it connects), `binance`
+or any other ccxt exchange id imports the ccxt broker; without the extra that installs its
+client, the error names the extra.
 
 A factory keeps the brokers it made: asking again for the same type and the same config
 (equal content, secrets included) returns the same instance, so two parts of one process
@@ -13,6 +15,7 @@ uses its own factory.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -107,7 +110,7 @@ class BrokerFactory:
 
     @classmethod
     def types(cls) -> list[str]:
-        return sorted(cls._registry)
+        return sorted(set(cls._registry) | set(_LAZY))
 
     @classmethod
     def spec(cls, broker_type: str) -> BrokerSpec:
@@ -119,7 +122,9 @@ class BrokerFactory:
                 break
             spec = resolve(name)
         if spec is None:
-            hint = did_you_mean(name, cls._registry)
+            spec = _lazy_spec(name)
+        if spec is None:
+            hint = did_you_mean(name, cls.types())
             known = ", ".join(cls.types())
             raise ValueError(
                 f"unknown broker type {broker_type!r}"
@@ -189,3 +194,33 @@ def build_paper_broker(config: Any) -> Any:
 
 
 BrokerFactory.register("paper", build_paper_broker)
+
+# --------------------------------------------------------------------------- live venues, lazily
+
+LIVE_EXTRA = "pip install 'atf[live]'"
+_LAZY = ("binance", "ibkr")  # built-in venue types, imported on first use
+
+
+class MissingExtra(ImportError):
+    """A broker type whose client library is not installed; the message names the extra."""
+
+
+def _require(name: str, package: str) -> None:
+    if importlib.util.find_spec(package) is None:
+        raise MissingExtra(f"broker type {name!r} needs {package}: {LIVE_EXTRA}")
+
+
+def _lazy_spec(name: str) -> BrokerSpec | None:
+    """Return the spec of a live venue type, importing its broker on first use (None: no venue)."""
+    if name == "ibkr":
+        _require(name, "ib_async")
+        from trading.brokers.ibkr_broker import build_ibkr_broker
+
+        return BrokerSpec(name, build_ibkr_broker)
+    if importlib.util.find_spec("ccxt") is None:
+        if name == "binance":
+            _require(name, "ccxt")
+        return None
+    from trading.brokers.ccxt_broker import resolve_ccxt_type
+
+    return resolve_ccxt_type(name)  # binance, or any other ccxt exchange id

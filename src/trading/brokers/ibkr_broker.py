@@ -35,7 +35,6 @@ from typing import Any
 import backtrader as bt
 
 from strategy.risk_gate import bar_datetime, dec
-from trading.brokers.factory import BrokerFactory
 from trading.brokers.ibkr import IBKRAdapter
 from trading.brokers.ibkr_config import IBKRConnectionError, IBKRError, IBKRSettings
 from trading.brokers.ibkr_contracts import ContractSpecError
@@ -177,6 +176,18 @@ class IBKRBroker(bt.BrokerBase):
     def next(self) -> None:
         self._apply_facts()
 
+    def settle(self) -> None:
+        """Send the last step's orders, wait until IB answered all sent so far, apply its news.
+
+        A live run calls it before the books close, so fills IB reported by then are in them.
+        """
+        self.flush()
+        try:
+            self.adapter.sync()
+        except (IBKRError, TimeoutError) as exc:
+            log.warning("IB's last state not read at stop: %s", exc)
+        self._apply_facts()
+
     def flush(self) -> None:
         """Apply IB's news, then send the orders and amendments of the last strategy step."""
         self._apply_facts()
@@ -268,11 +279,11 @@ class IBKRBroker(bt.BrokerBase):
 
     def _client_order_id(self, order: bt.Order, kind: OrderType) -> ClientOrderId:
         # BaseStrategy records each order in its OrderManager under an id derived from the bar
-        # and the leg (trading.bt_orders); IB's orderRef must be that same id.
-        venue = getattr(order.owner, "_venue", None)
-        cid = venue.id_of(order) if venue is not None and hasattr(venue, "id_of") else None
-        if cid is not None:
-            return cid
+        # and the leg and writes it into the order's info (trading.bt_orders); IB's orderRef
+        # must be that same id.
+        given = order.info.get("client_order_id")
+        if given:
+            return ClientOrderId(str(given))
         leg = "entry" if not order.info.get("reduce_only") else _LEGS[kind]
         key = (order.data._name, order.created.dt, leg)
         attempt = self._own_ids[key]
@@ -362,7 +373,5 @@ def build_ibkr_broker(config: Any) -> IBKRBroker:
     """Build the IB broker from a broker section (``trading_mode`` and its ``ibkr`` mapping)."""
     return IBKRBroker(IBKRAdapter(IBKRSettings.from_broker_config(config)))
 
-
-BrokerFactory.register("ibkr", build_ibkr_broker)
 
 __all__ = ["IBKRBroker", "build_ibkr_broker"]

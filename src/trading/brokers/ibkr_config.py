@@ -74,10 +74,9 @@ class ReconnectPolicy(_Strict):
             n += 1
 
 
-class IBKRSettings(_Strict):
-    """The ``broker.ibkr`` section: connection, contracts, bars and retry settings."""
+class IBKRSection(_Strict):
+    """The ``broker.ibkr`` section of a bot: connection, contracts, bars and retries (the mode sits beside it)."""
 
-    trading_mode: Literal["paper", "live"] = Field("paper", description="Paper or live account (from broker.trading_mode).")
     host: str = Field("127.0.0.1", description="Host of TWS or IB Gateway.")
     app: Literal["gateway", "tws"] = Field("gateway", description="Which application listens: its default ports differ.")
     port: int | None = Field(None, ge=1, le=65535, description="API port; default from app and trading_mode.")
@@ -104,6 +103,12 @@ class IBKRSettings(_Strict):
         5.0, gt=0, description="Seconds to wait for a fill's commission report before reporting the fill without it."
     )
     require_paper_account: bool = Field(True, description="In paper mode, refuse an account id not starting with D.")
+
+
+class IBKRSettings(IBKRSection):
+    """Everything the IB adapter needs: the ``broker.ibkr`` section and the account's trading mode."""
+
+    trading_mode: Literal["paper", "live"] = Field("paper", description="Paper or live account (from broker.trading_mode).")
 
     @model_validator(mode="after")
     def _port_matches_mode(self) -> IBKRSettings:
@@ -136,7 +141,7 @@ class IBKRSettings(_Strict):
         plain: Mapping[str, Any] = config.model_dump() if hasattr(config, "model_dump") else dict(config)
         nested = plain.get("ibkr") or {}
         if isinstance(nested, BaseModel):
-            nested = nested.model_dump()
+            nested = nested.model_dump(exclude_unset=True)
         flat = {k: v for k, v in plain.items() if k in cls.model_fields and k != "trading_mode"}
         values = {**flat, **dict(nested)}
         values.setdefault("trading_mode", plain.get("trading_mode", "paper"))

@@ -13,7 +13,10 @@ at each timeframe boundary and hands every new *closed* candle to a `LiveGate`; 
 * One step at a time: the candles of every symbol for one time go through the gate together,
   so several symbols stay aligned as in a backtest.
 * The feed is live (`islive`): between candles it returns to Cerebro's loop every `qcheck`
-  seconds, so the broker can poll the venue while the strategy waits for the next bar.
+  seconds, so the broker can poll the venue while the strategy waits for the next bar. With
+  ``blocking=True`` (paper runs on the SimBroker) it is not: `_load` waits for the next candle
+  like `ReplayFeed`, so the simulated broker sees exactly the bar sequence of a backtest.
+* Bot symbols (``BTCUSDT``) are mapped to the exchange's unified symbols once its markets load.
 * Network failures are retried with backoff and never end the feed; `stop()` ends it.
 """
 
@@ -76,7 +79,7 @@ class LiveGate:
 class CcxtLiveFeed(bt.feeds.DataBase):
     """A backtrader feed of one symbol's closed candles from a `LiveGate` (see the module docstring)."""
 
-    params = (("gate", None), ("symbol", None), ("timeframe_str", "1h"), ("qcheck", 0.5))
+    params = (("gate", None), ("symbol", None), ("timeframe_str", "1h"), ("qcheck", 0.5), ("blocking", False))
 
     def __init__(self) -> None:
         super().__init__()
@@ -85,9 +88,10 @@ class CcxtLiveFeed(bt.feeds.DataBase):
         self._timeframe, self._compression = frame, n * mult
         self.backfilling = True
         self.delivered = 0
+        self.historical = 0  # warm-up (and caught-up) candles among the delivered
 
     def islive(self) -> bool:
-        return True
+        return not self.p.blocking
 
     def haslivedata(self) -> bool:
         return self.p.gate.has(self._symbol())
@@ -102,6 +106,8 @@ class CcxtLiveFeed(bt.feeds.DataBase):
 
     def _load(self) -> bool | None:
         item = self.p.gate.take(self._symbol(), self._qcheck)
+        while item is None and self.p.blocking:
+            item = self.p.gate.take(self._symbol(), self.p.qcheck)
         if item is _END:
             return False
         if item is None:
@@ -110,6 +116,7 @@ class CcxtLiveFeed(bt.feeds.DataBase):
         if self.backfilling and not historical:
             self.put_notification(self.LIVE)
         self.backfilling = historical
+        self.historical += historical
         lines = self.lines
         lines.datetime[0] = datetime_to_num_ms(ms)
         lines.open[0], lines.high[0], lines.low[0], lines.close[0], lines.volume[0] = o, h, low, c, v
@@ -163,6 +170,7 @@ class CcxtOHLCVProducer:
     async def run(self) -> None:
         """Deliver the warm-up, then every closed candle until `stop()` (the feeds end then)."""
         try:
+            await self._retrying(self._load_markets)
             await self._retrying(self._warm_up)
             while not self._stopped:
                 await self._retrying(self._next_candles)
@@ -185,6 +193,12 @@ class CcxtOHLCVProducer:
                 log.warning("live feed: %s failed (%s); retrying in %.1fs", step.__name__, exc, delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, 60.0)
+
+    async def _load_markets(self) -> None:
+        from trading.brokers.ccxt_venue import unified_symbol
+
+        await self.exchange.load_markets()
+        self.symbols = {sym: unified_symbol(self.exchange, name) for sym, name in self.symbols.items()}
 
     async def server_ms(self) -> int:
         return int(await self.exchange.fetch_time())

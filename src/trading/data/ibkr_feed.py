@@ -117,9 +117,13 @@ class IBKRLiveFeed(bt.feeds.DataBase):
         return False  # blocking feed: cerebro's standard path (see ReplayFeed)
 
 
-def build_ibkr_feeds(adapter: Any, symbols: list[str], timeframe: str) -> dict[str, IBKRLiveFeed]:
-    """Return one live feed per bot symbol, all on `adapter`'s connection."""
+def build_ibkr_feeds(adapter: Any, symbols: list[str], timeframe: str,
+                     warmup_bars: int | None = None) -> dict[str, IBKRLiveFeed]:
+    """Return one live feed per bot symbol, all on `adapter`'s connection.
+
+    `warmup_bars` (a bot's ``data.warmup_bars``) overrides the adapter settings' own.
+    """
     return {
-        sym: IBKRLiveFeed(adapter=adapter, symbol=sym, interval=timeframe)  # type: ignore[call-arg]
+        sym: IBKRLiveFeed(adapter=adapter, symbol=sym, interval=timeframe, warmup_bars=warmup_bars)  # type: ignore[call-arg]
         for sym in symbols
     }
