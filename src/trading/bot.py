@@ -269,7 +269,8 @@ class BaseTradingBot:
         self._producer = session  # request_stop ends its feeds
         if self._control.stop_requested.is_set():
             session.stop()
-        return await session.run(self._strategy_cls(), order_logger=self.services.order_logger, bus=self.bus)
+        return await session.run(self._strategy_cls(), order_logger=self.services.order_logger, bus=self.bus,
+                                 audit=self.services.audit)
 
     def _strategy_cls(self) -> type[BotStrategy]:
         # build_cerebro passes only the engine's parameters: bind this bot's control here.

@@ -9,7 +9,8 @@ A live run is the replay's Cerebro with two parts swapped (`LiveSession`):
   connection;
 * in live mode the broker is the venue's (`BrokerFactory`: ``binance``, any ccxt exchange id,
   ``ibkr``); a paper run keeps the SimBroker and its fill model, on blocking feeds so the
-  simulated broker sees the bar sequence a backtest would.
+  simulated broker sees the bar sequence a backtest would. A live bot resumed from its audit
+  trail is reconciled with the venue before its first bar (`trading.live_recovery`).
 
 Configuration, credentials and the installed extras are checked when the session is made,
 before the bot starts anything. `stop()` (thread-safe) ends the feeds after the bars already
@@ -32,6 +33,7 @@ import pandas as pd
 from trading.config import BotConfig
 from trading.engine import build_cerebro, collect_result
 from trading.exceptions import ATFError
+from trading.live_recovery import reconcile_at_start
 from trading.live_sources import LiveSource, ModeUnavailable, is_venue, live_source
 
 if TYPE_CHECKING:
@@ -103,7 +105,7 @@ class LiveSession:
         return settings_from_broker(self.source.exchange, plain)
 
     # ------------------------------------------------------------------ building
-    def _build(self, order_logger: OrderLogger | None, bus: EventBus | None) -> None:
+    def _build_broker(self, order_logger: OrderLogger | None, bus: EventBus | None) -> None:
         cfg = self.config
         if self.at_venue:
             from trading.brokers.factory import BrokerFactory
@@ -111,6 +113,8 @@ class LiveSession:
             self.broker = BrokerFactory(order_logger=order_logger).create_broker(cfg.broker.type, cfg.broker)
             if hasattr(self.broker, "bus"):
                 self.broker.bus = bus  # the circuit breaker's Halted / Resumed
+
+    def _build_feeds(self) -> None:
         if self.source.kind == "ccxt":
             self._build_ccxt_feeds()
         else:
@@ -152,13 +156,27 @@ class LiveSession:
 
     # ------------------------------------------------------------------ running
     async def run(self, strategy_cls: type[BaseStrategy], *, order_logger: OrderLogger | None = None,
-                  bus: EventBus | None = None) -> BacktestResult:
-        """Run until `stop()` (or the venue ends the feed); return the result of the bars seen."""
-        self._build(order_logger, bus)
+                  bus: EventBus | None = None, audit: Any = None) -> BacktestResult:
+        """Run until `stop()` (or the venue ends the feed); return the result of the bars seen.
+
+        `audit` is the bot's AuditSession (its `persistence:` section): a resumed live bot is
+        reconciled with the venue first (`trading.live_recovery`) and refused on a difference.
+        """
+        self._build_broker(order_logger, bus)
+        if self.at_venue and audit is not None:
+            try:
+                await asyncio.to_thread(reconcile_at_start, audit, self.broker, self.config.bot.symbols)
+            except BaseException:
+                await asyncio.to_thread(self._close)
+                raise
+        self._build_feeds()
         cerebro, _ = build_cerebro(self.config, None, strategy_cls=live_strategy(strategy_cls), feeds=self.feeds,
                                    order_logger=order_logger)
         if self.broker is not None:
-            cerebro.broker = self.broker  # the venue instead of the SimBroker: the only change
+            cerebro.broker = self.broker  # the venue instead of the SimBroker
+            # The venue's news reaches the strategy when it comes, not at the next bar: a fill
+            # between two candles is acted on at once (and is not left behind at a stop).
+            cerebro.p.quicknotify = True
         name = self.config.bot.name
         producer = None
         if self._producer is not None:
