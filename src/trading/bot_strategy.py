@@ -18,6 +18,7 @@ import backtrader as bt
 from strategy.base import BaseStrategy
 from strategy.book import Book
 from strategy.mixins.base import OpenTrade
+from strategy.order_flow import LEG_REASONS
 from strategy.risk_gate import bar_datetime
 from trading.bt_orders import TradeLabels
 from trading.bus import EventBus
@@ -140,7 +141,8 @@ class BotStrategy(BaseStrategy):
         elif ref == book.exit_ref:
             reason = book.exit_reason or "exit"
         else:
-            reason = ""
+            # a leg cancelled or replaced whose fill beat the cancel: the reason it had then
+            reason = book.retired.get(ref) or LEG_REASONS.get(self._leg(order), "")
         return reason, trade.entry_tag
 
     def stop(self) -> None:

@@ -23,11 +23,14 @@ from strategy.base import BaseStrategy
 from strategy.mixins.base import ExitMixin, ExitParams, ExitPlan, OpenTrade
 from tests.strategy.conftest import SYMBOL, Candle, make_frame
 from tests.trading.order_scenarios import PRE, mirror, of, scenario_config, submitted
+from trading.bot_strategy import BotStrategy, SharedControls
 from trading.brokers.sim import SimBroker, configure_broker
+from trading.bt_orders import TradeLabels
 from trading.bus import EventBus
 from trading.engine import build_cerebro
 from trading.events import Event, OrderCancelled, OrderFilled, OrderPartiallyFilled, TradeClosed
 from trading.orders import OrderStatus
+from trading.positions import PositionManager
 
 LEVELS = f"{__name__}:ScheduledLevels"
 
@@ -98,7 +101,7 @@ def m(side: str, price: float | None) -> float | None:
 
 def run_race(side: str, candles: Sequence[Candle], *, venue: type[SimBroker] = SlowCancelVenue,
              volumes: dict[int, float] | None = None, fire_at: Sequence[int] = (4,), quantity: float = 1.0,
-             **levels: Any) -> tuple[BaseStrategy, list[Event]]:
+             bot: bool = False, **levels: Any) -> tuple[BaseStrategy, list[Event]]:
     """Run a FireAtBars entry with ScheduledLevels exits on `venue`; return the strategy and its events."""
     sign = 1 if side == "long" else -1
     params = {
@@ -113,7 +116,14 @@ def run_race(side: str, candles: Sequence[Candle], *, venue: type[SimBroker] = S
         frame.iloc[k, frame.columns.get_loc("volume")] = v
     bus, events = EventBus(), []
     bus.subscribe(events.append, inline=True, name="all")
-    cls = type("RaceStrategy", (BaseStrategy,), {"params": (("bus", bus),)})
+    if bot:  # the bot's strategy: TradeClosed carries the exit reason its labeller finds
+        labels = TradeLabels(bus)
+        params: tuple[tuple[str, Any], ...] = (
+            ("bus", bus), ("control", SharedControls(bot="race", bus=bus)), ("labels", labels),
+            ("positions", PositionManager(labels)))  # type: ignore[arg-type]
+        cls = type("RaceBotStrategy", (BotStrategy,), {"params": params})
+    else:
+        cls = type("RaceStrategy", (BaseStrategy,), {"params": (("bus", bus),)})
     cerebro, _ = build_cerebro(cfg, {SYMBOL: frame}, strategy_cls=cls)
     sim, ptc = cerebro.broker, cfg.broker.paper_trading_config
     broker = venue()
@@ -221,4 +231,16 @@ def test_a_replaced_target_that_fills_in_part_before_its_cancel_leaves_the_rest_
     assert [float(e.last_qty) for e in of(events, OrderFilled, last_tp.client_order_id)] == [50]
     assert [(t.quantity, t.exit_price, t.exit_reason) for t in strat.trade_records] == [
         (100, m(side, 106), "take_profit"), (50, m(side, 110), "moved_target")]
+    assert_settled(strat, events)
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+def test_the_bot_labels_a_raced_fill_with_the_reason_its_leg_had_when_cancelled(side: str) -> None:
+    # As the first case, through the bot's strategy: the TradeClosed the notifier and the
+    # order log read says why the trade closed, though the target was no longer current.
+    candles = PRE + [(100, 101, 99.5, 100.5), (100.5, 107, 100, 106.5), (106.5, 107, 105.5, 106),
+                     (106, 106.5, 105.5, 106)]
+    strat, events = run_race(side, candles, bot=True, stop=96, target=106, moves={5: (96, 110)})
+    (closed,) = of(events, TradeClosed)
+    assert (closed.exit_reason, float(closed.exit_price)) == ("take_profit", m(side, 106))
     assert_settled(strat, events)
