@@ -64,6 +64,7 @@ class LiveSession:
         self.feeds: dict[str, bt.feeds.DataBase] = {}
         self._producer: Any = None  # CcxtOHLCVProducer (ccxt)
         self._adapter: Any = None  # IBKRAdapter the feeds read from (ibkr)
+        self._bus: EventBus | None = None  # the bot's bus: ConnectionLost / ConnectionRestored
         self._stopped = False
         self._check()
 
@@ -107,12 +108,13 @@ class LiveSession:
     # ------------------------------------------------------------------ building
     def _build_broker(self, order_logger: OrderLogger | None, bus: EventBus | None) -> None:
         cfg = self.config
+        self._bus = bus
         if self.at_venue:
             from trading.brokers.factory import BrokerFactory
 
             self.broker = BrokerFactory(order_logger=order_logger).create_broker(cfg.broker.type, cfg.broker)
             if hasattr(self.broker, "bus"):
-                self.broker.bus = bus  # the circuit breaker's Halted / Resumed
+                self.broker.bus = bus  # Halted / Resumed (ccxt), ConnectionLost / ConnectionRestored
 
     def _build_feeds(self) -> None:
         if self.source.kind == "ccxt":
@@ -151,6 +153,7 @@ class LiveSession:
             from trading.brokers.ibkr_config import IBKRSettings
 
             self._adapter = IBKRAdapter(IBKRSettings.from_broker_config(cfg.broker))
+            self._adapter.bus = self._bus  # paper on IB's bars: the feeds' connection is the venue's
         self.feeds = dict(build_ibkr_feeds(self._adapter, cfg.bot.symbols, cfg.bot.timeframe,
                                            warmup_bars=cfg.data.warmup_bars))
 

@@ -93,7 +93,7 @@ class CcxtBroker(bt.BrokerBase):
 
     @bus.setter
     def bus(self, bus: Any) -> None:
-        """The bus the circuit breaker's Halted / Resumed events go to."""
+        """The bus the circuit breaker's Halted / Resumed and ConnectionLost / ConnectionRestored go to."""
         self.execution.bus = bus
 
     # ------------------------------------------------------------------ lifecycle

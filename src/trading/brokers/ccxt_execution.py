@@ -22,7 +22,8 @@ Rules:
   placement whose outcome is unknown stays unconfirmed and is looked up by client order id on
   every pump; it is sent again only when the venue says it does not have it.
 * While the circuit breaker is open, new entries are rejected (``CIRCUIT_OPEN``); exits and
-  cancels still go. The breaker's opening and closing are published as Halted / Resumed.
+  cancels still go. The breaker's opening and closing are published as Halted / Resumed, and
+  as ConnectionLost / ConnectionRestored once per outage (see `_on_halt`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from trading.brokers.ccxt_orders import OrderRefused, PlaceRequest, VenueOrder
 from trading.brokers.ccxt_protection import ProtectiveOrders, Tracked
 from trading.brokers.ccxt_resilience import VenueUnavailable
 from trading.brokers.ccxt_venue import CcxtVenue
-from trading.events import Halted, Resumed
+from trading.events import ConnectionLost, ConnectionRestored, Halted, Resumed
 from trading.order_manager import CancelRequest, ModifyRequest, OrderManager
 from trading.orders import ClientOrderId, Order, OrderStatus, OrderType
 
@@ -74,6 +75,7 @@ class CcxtExecution(ProtectiveOrders):
         self._last_poll = float("-inf")
         self._resync = False
         self.halted_reason = ""
+        self.connection_down = False  # ConnectionLost published, ConnectionRestored not yet
         venue.breaker.on_open, venue.breaker.on_close = self._on_halt, self._on_resume
         orders.add_request_callback(self._on_request)
 
@@ -385,14 +387,27 @@ class CcxtExecution(ProtectiveOrders):
                             req.client_order_id, self.venue.exchange.id)
 
     # ------------------------------------------------------------------ breaker and reconnection
+    # The venue counts as unreachable when the breaker opens (N failed requests in a row, every
+    # try of a retried request counting): ConnectionLost once, however often the breaker trips
+    # again while the venue stays down; the first success closes it: ConnectionRestored once,
+    # with the downtime from the first failure of the run.
     def _on_halt(self, detail: str) -> None:
         self.halted_reason = detail
-        self._publish(Halted(ts=datetime.now(UTC), reason=CIRCUIT_OPEN, detail=detail))
+        now = datetime.now(UTC)
+        self._publish(Halted(ts=now, reason=CIRCUIT_OPEN, detail=detail))
+        if not self.connection_down:
+            self.connection_down = True
+            self._publish(ConnectionLost(ts=now, venue=self.venue.exchange.id, detail=detail))
 
     def _on_resume(self) -> None:
         self.halted_reason = ""
         self._resync = True
-        self._publish(Resumed(ts=datetime.now(UTC), reason="CIRCUIT_CLOSED"))
+        now = datetime.now(UTC)
+        self._publish(Resumed(ts=now, reason="CIRCUIT_CLOSED"))
+        if self.connection_down:
+            self.connection_down = False
+            self._publish(ConnectionRestored(ts=now, venue=self.venue.exchange.id,
+                                             downtime_s=self.venue.breaker.last_downtime))
 
     def _publish(self, event: Any) -> None:
         if self.bus is not None:

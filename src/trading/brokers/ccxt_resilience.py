@@ -8,6 +8,8 @@
   order is never retried blindly (see `CcxtVenue.place`).
 * `CircuitBreaker`: after N failed requests in a row it opens (new entries are refused) and
   calls `on_open`; the first success after the cooldown closes it and calls `on_close`.
+  `failing_since` is when the current run of failures began; `last_downtime` is how long the
+  last outage lasted (from its first failure to the success that closed the breaker).
 * `Scrubber`: every message that leaves the adapter (exceptions, logs, rejection reasons that
   end in the database) is cleaned of signatures and credentials; ccxt puts both in URLs,
   headers and error texts.
@@ -120,6 +122,8 @@ class CircuitBreaker:
         self.consecutive = 0
         self.is_open = False
         self.opened_at: float | None = None
+        self.failing_since: float | None = None  # the first failure of the current run
+        self.last_downtime = 0.0  # seconds, of the outage the last closing ended
         self.last_failure = ""
         self._lock = threading.Lock()
 
@@ -132,6 +136,10 @@ class CircuitBreaker:
         with self._lock:
             self.consecutive = 0
             was_open, self.is_open = self.is_open, False
+            if was_open:
+                since = self.failing_since if self.failing_since is not None else self.opened_at
+                self.last_downtime = max(0.0, self._clock() - (since if since is not None else self._clock()))
+            self.failing_since = None
         if was_open:
             log.warning("venue reachable again: circuit breaker closed")
             if self.on_close is not None:
@@ -140,6 +148,8 @@ class CircuitBreaker:
     def record_failure(self, detail: str) -> None:
         with self._lock:
             self.consecutive += 1
+            if self.failing_since is None:
+                self.failing_since = self._clock()
             self.last_failure = detail
             trip = self.consecutive >= self.threshold and (
                 not self.is_open or self._clock() - (self.opened_at or 0.0) >= self.cooldown

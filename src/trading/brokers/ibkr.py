@@ -3,7 +3,9 @@
 * Connection: host, port (from `trading_mode` and `app`), client id; the account is checked
   (a paper bot refuses a live account). A lost connection is re-established with exponential
   backoff; then every open order is re-bound by its orderRef and what was missed (fills,
-  cancels) is reported, and the reconnect callbacks (the live feeds) run.
+  cancels) is reported, and the reconnect callbacks (the live feeds) run. On `bus` (when set)
+  the drop is published as ConnectionLost (venue ``ibkr``) and the reconnection as
+  ConnectionRestored with the downtime, once per outage.
 * Contracts: bot symbols map to contract specs (`ibkr_contracts`), qualified with IB.
 * Orders: `place` takes `OrderTicket`s (market, limit, stop, stop-limit, trailing, brackets
   with transmit flags and an OCA group). Before placing, an order is looked up at IB by its
@@ -21,8 +23,10 @@ import inspect
 import logging
 import math
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -37,6 +41,7 @@ from trading.brokers.ibkr_contracts import Instrument, qualify, spec_for_symbol
 from trading.brokers.ibkr_loop import IBLoop
 from trading.brokers.ibkr_orders import OrderTicket, Rejected, VenueFact, to_ib_order
 from trading.brokers.ibkr_tracker import OrderTracker
+from trading.events import ConnectionLost, ConnectionRestored
 from trading.orders import ClientOrderId
 
 log = logging.getLogger(__name__)
@@ -90,6 +95,8 @@ class IBKRAdapter:
         self.connected = threading.Event()
         self.reconnects = 0
         self.gave_up = False
+        self.bus: Any = None  # ConnectionLost / ConnectionRestored go here when set
+        self._lost_at: float | None = None  # monotonic time of the drop while an outage lasts
 
     # ------------------------------------------------------------------ listeners
 
@@ -131,6 +138,7 @@ class IBKRAdapter:
             self._make_ib()
         await self._connect_once()
         self._want, self.gave_up = True, False
+        self._connection_restored()  # after a series that gave up, a new connect() ends the outage
 
     def _make_ib(self) -> None:
         ib = self._ib_mod.IB()
@@ -212,7 +220,28 @@ class IBKRAdapter:
         if self._closing or not self._want or self._reconnect_task is not None:
             return
         log.warning("IB connection lost; reconnecting")
+        if self._lost_at is None:
+            self._lost_at = time.monotonic()
+            s = self.settings
+            self._publish_event(ConnectionLost(
+                ts=datetime.now(UTC), venue="ibkr",
+                detail=f"connection to {s.host}:{s.resolved_port} (client id {s.client_id}) dropped; reconnecting",
+            ))
         self._reconnect_task = asyncio.ensure_future(self._reconnect())
+
+    def _connection_restored(self) -> None:
+        if self._lost_at is None:
+            return
+        downtime, self._lost_at = time.monotonic() - self._lost_at, None
+        self._publish_event(ConnectionRestored(ts=datetime.now(UTC), venue="ibkr", downtime_s=downtime))
+
+    def _publish_event(self, event: Any) -> None:
+        if self.bus is None:
+            return
+        try:
+            self.bus.publish(event)
+        except Exception:
+            log.exception("could not publish %s", type(event).__name__)
 
     async def _reconnect(self) -> None:
         attempt = 0
@@ -227,6 +256,7 @@ class IBKRAdapter:
                     log.warning("reconnect attempt %d to IB failed: %s", attempt, exc)
                     continue
                 self.reconnects += 1
+                self._connection_restored()
                 self.tracker.resync(self.ib)
                 for callback in list(self._reconnect_callbacks):
                     try:

@@ -74,6 +74,15 @@ class IBKRBroker(bt.BrokerBase):
         self.startingcash = 0.0
         adapter.add_listener(self._facts.put)
 
+    @property
+    def bus(self) -> Any:
+        return self.adapter.bus
+
+    @bus.setter
+    def bus(self, bus: Any) -> None:
+        """The bus the adapter's ConnectionLost / ConnectionRestored go to."""
+        self.adapter.bus = bus
+
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:

@@ -12,7 +12,14 @@ import pytest
 from tests.fakes.fake_exchange import API_KEY, API_SECRET, FakeExchange
 from tests.trading.brokers.ccxt_harness import build
 from trading.brokers.ccxt_resilience import RequestBudget, Scrubber, VenueUnavailable
-from trading.events import Halted, OrderFilled, OrderRejected, Resumed
+from trading.events import (
+    ConnectionLost,
+    ConnectionRestored,
+    Halted,
+    OrderFilled,
+    OrderRejected,
+    Resumed,
+)
 from trading.orders import OrderSide, OrderStatus, OrderType
 
 BUY = OrderSide.BUY
@@ -144,6 +151,30 @@ def test_circuit_breaker_halts_entries_after_repeated_failures_and_resumes(fake:
     again = rig.execution.submit(rig.order("entry", BUY, OrderType.MARKET, "0.5", n=1))
     rig.execution.pump()
     assert again.status is OrderStatus.FILLED
+
+
+def test_venue_down_publishes_one_connection_lost_and_back_one_connection_restored(fake: FakeExchange) -> None:
+    rig = build(fake, circuit_breaker={"failures": 3, "cooldown": 0.05})
+    fake.fault("GET", "/api/v3/account", "unavailable", times=4)
+    rig.execution.pump(poll=True)  # 4 failed tries: the breaker opens on the third
+    fake.fault("GET", "/api/v3/account", "unavailable", times=8)
+    time.sleep(0.06)
+    rig.execution.pump(poll=True)  # still down after the cooldown: the breaker trips again
+    time.sleep(0.06)
+    rig.execution.pump(poll=True)
+
+    assert len(rig.of_type(Halted)) >= 2  # tripped more than once ...
+    [lost] = rig.of_type(ConnectionLost)  # ... but one ConnectionLost for the outage
+    assert lost.venue == "binance" and "3 consecutive venue failures" in lost.detail  # type: ignore[attr-defined]
+    assert rig.of_type(ConnectionRestored) == []
+
+    time.sleep(0.06)
+    rig.execution.pump(poll=True)  # the venue answers again
+    rig.execution.pump(poll=True)
+    [restored] = rig.of_type(ConnectionRestored)
+    assert restored.venue == "binance"  # type: ignore[attr-defined]
+    assert restored.downtime.total_seconds() >= 0.1  # type: ignore[attr-defined]  # from the first failure
+    assert len(rig.of_type(ConnectionLost)) == 1
 
 
 def test_clock_drift_is_resynchronised_with_the_server_time() -> None:

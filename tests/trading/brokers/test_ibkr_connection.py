@@ -21,6 +21,8 @@ from tests.fakes.fake_tws_setup import (
 from trading.brokers.ibkr import IBKRAdapter
 from trading.brokers.ibkr_config import IBKRConnectionError
 from trading.brokers.ibkr_contracts import ContractSpecError
+from trading.bus import EventBus
+from trading.events import ConnectionLost, ConnectionRestored, Event
 
 
 def test_connect_completes_the_handshake_and_picks_the_only_paper_account(
@@ -139,6 +141,30 @@ def test_a_dropped_connection_is_re_established_with_backoff(tws: FakeTWS, caplo
         assert a.account_values()["NetLiquidation"] == Decimal("100000.00")
     finally:
         a.close()
+
+
+def test_a_dropped_connection_publishes_connection_lost_then_restored(tws: FakeTWS) -> None:
+    bus = EventBus()
+    seen: list[Event] = []
+    bus.subscribe(seen.append, inline=True, name="recorder")
+    a = IBKRAdapter(settings(tws, reconnect={"initial_delay": 0.05, "max_delay": 0.05, "max_attempts": 10}))
+    a.bus = bus
+    try:
+        a.connect()
+        assert seen == []
+        tws.refuse_connections(2)
+        tws.drop_clients()
+        wait_until(lambda: a.reconnects == 1, timeout=10)
+        wait_until(lambda: any(isinstance(e, ConnectionRestored) for e in seen), timeout=5)
+        lost = [e for e in seen if isinstance(e, ConnectionLost)]
+        restored = [e for e in seen if isinstance(e, ConnectionRestored)]
+        assert len(lost) == 1 and len(restored) == 1  # one outage, however many attempts
+        assert seen.index(lost[0]) < seen.index(restored[0])
+        assert lost[0].venue == "ibkr" and "dropped" in lost[0].detail
+        assert restored[0].venue == "ibkr" and restored[0].downtime_s > 0.1  # two refused attempts at 0.05 s
+    finally:
+        a.close()
+    assert len([e for e in seen if isinstance(e, ConnectionLost)]) == 1  # closing is not a lost connection
 
 
 def test_reconnection_gives_up_after_max_attempts(tws: FakeTWS) -> None:
