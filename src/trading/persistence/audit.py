@@ -7,6 +7,10 @@ of its JSON encoding, unique per bot instance: an event seen before is skipped, 
 a spool (or the same batch twice) adds nothing. Trade and bot events are idempotent by
 construction (keyed by ``trade_key``, or plain updates).
 
+The batch is applied in bulk (see `audit_rows`): the rows its events touch are read with a
+query per table, changed in memory event by event, and written at the end with one
+executemany per table, so a batch costs about a dozen statements whatever its length.
+
 Optional attributes an event may carry (read with ``getattr``, so richer event types need
 no change here): fills ``bid``, ``ask``, ``strategy_names``, ``strategy_weights``,
 ``correlation_id``, ``fee_currency``; trade closes ``exit_reason``, ``entry_tag``, ``strategy``.
@@ -17,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -50,50 +53,47 @@ from trading.events import (
 )
 from trading.exceptions import DatabaseError
 from trading.orders import TRANSITIONS, OrderSide, OrderStatus
+from trading.persistence.audit_rows import BatchRows, WriteRace, order_role
 from trading.persistence.bots import record_bot_event
 from trading.persistence.columns import json_safe
-from trading.persistence.models import (
-    BotInstance,
-    FillRecord,
-    OrderEventRecord,
-    OrderRecord,
-    RiskEventRecord,
-    table,
-)
+from trading.persistence.models import BotInstance, OrderEventRecord, RiskEventRecord, table
 from trading.persistence.position_book import PositionBook
 from trading.persistence.risk_log import record_risk_event
-from trading.persistence.round_trips import close_trade, open_trade
-from trading.persistence.sql import insert_ignore, update_by_id
+from trading.persistence.round_trips import TradeBook, close_trade, open_trade
+from trading.persistence.sql import select_in, update_by_id
 
 log = logging.getLogger(__name__)
 
 BOTS = table(BotInstance)
-ORDERS = table(OrderRecord)
 EVENTS = table(OrderEventRecord)
-FILLS = table(FillRecord)
 RISK = table(RiskEventRecord)
 
 FILL_EXTRAS = ("bid", "ask", "strategy_names", "strategy_weights", "correlation_id")
-_ROLES = {
-    "entry": "entry",
-    "exit": "exit",
-    "sl": "stop_loss",
-    "stop": "stop_loss",
-    "stop_loss": "stop_loss",
-    "tp": "take_profit",
-    "take_profit": "take_profit",
-}
 _BOT_FOR_UPDATE = select(BOTS).where(BOTS.c.id == bindparam("bot")).with_for_update()
-_ORDER_BY_CID = select(ORDERS).where(
-    ORDERS.c.bot_instance_id == bindparam("bot"), ORDERS.c.client_order_id == bindparam("cid")
+_KNOWN_KEYS = (
+    select(EVENTS.c.event_key)
+    .where(
+        EVENTS.c.bot_instance_id == bindparam("bot"),
+        EVENTS.c.event_key.in_(bindparam("keys", expanding=True)),
+    )
+    .union_all(
+        select(RISK.c.event_key).where(
+            RISK.c.bot_instance_id == bindparam("bot"),
+            RISK.c.event_key.in_(bindparam("keys", expanding=True)),
+        )
+    )
 )
-_CID_LEG = re.compile(r"^atf-[0-9a-f]{16}-([a-z0-9]{1,8})-\d{1,2}$")
-_KEY_CHUNK = 500
+#: Times a batch is applied again after losing a race for a fill's venue trade id.
+_RACE_RETRIES = 3
 
 
 def event_key(event: Event) -> str:
     """Return the idempotency key of an event: SHA-256 of its canonical JSON encoding."""
-    text = json.dumps(event_payload(event), sort_keys=True, separators=(",", ":"))
+    return _key_of(event_payload(event))
+
+
+def _key_of(payload: dict[str, Any]) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -105,8 +105,15 @@ def apply_events(engine: Engine, events: Sequence[Event], bot_instance_id: int) 
     """
     if not events:
         return
-    with engine.begin() as conn:
-        AuditBatch(conn, bot_instance_id).apply(events)
+    for attempt in range(_RACE_RETRIES + 1):
+        try:
+            with engine.begin() as conn:
+                AuditBatch(conn, bot_instance_id).apply(events)
+            return
+        except WriteRace:
+            if attempt == _RACE_RETRIES:
+                raise
+            log.info("audit batch of %d events raced another writer: applied again", len(events))
 
 
 def event_payload(event: Event) -> dict[str, Any]:
@@ -118,17 +125,11 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def order_role(tag: str | None, client_order_id: str) -> str | None:
-    """Return entry / exit / stop_loss / take_profit from the order's tag or id leg, or None."""
-    role = _ROLES.get((tag or "").strip().lower())
-    if role is None:
-        leg = _CID_LEG.match(client_order_id)
-        role = _ROLES.get(leg.group(1)) if leg else None
-    return role
-
-
 class AuditBatch:
-    """Apply events on one connection inside the caller's transaction (see `apply_events`)."""
+    """Apply events on one connection inside the caller's transaction (see `apply_events`).
+
+    Handlers change rows in memory; `finish` writes them (call it once, before the commit).
+    """
 
     def __init__(self, conn: Connection, bot_instance_id: int) -> None:
         self.conn = conn
@@ -139,18 +140,27 @@ class AuditBatch:
             )
         self.bot = bot
         self.bot_id = bot_instance_id
+        self.venue: str = bot.exchange or bot.mode
         self.seq = self._start_seq = int(bot.last_seq)
-        self.positions = PositionBook(conn, bot_instance_id)
-        self._orders: dict[str, dict[str, Any] | None] = {}
+        self.rows = BatchRows(conn, bot_instance_id)
+        self.trades = TradeBook(conn, bot_instance_id)
+        self.positions = PositionBook(conn, bot_instance_id, self.trades, self.rows.relink)
+        self._keys: set[str] = set()  # keys classified: known before, or appended since
+        self._payloads: dict[int, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ driver
     def apply(self, events: Iterable[Event]) -> None:
-        keyed = [(event_key(e), e) for e in events]
-        seen = self._known_keys({k for k, _ in keyed})
-        for key, event in keyed:
-            if key in seen:
-                continue
-            seen.add(key)
+        fresh: list[tuple[str, Event]] = []
+        payloads = [(event_payload(e), e) for e in events]
+        keyed = [(_key_of(p), p, e) for p, e in payloads]
+        seen = self._known_keys({k for k, _, _ in keyed})
+        for key, payload, event in keyed:
+            if key not in seen:
+                seen.add(key)
+                fresh.append((key, event))
+                self._payloads[id(event)] = payload
+        self._read_ahead([e for _, e in fresh])
+        for key, event in fresh:
             handler = _handler(event)
             if handler is None:
                 log.debug("no audit record for %s", type(event).__name__)
@@ -158,25 +168,33 @@ class AuditBatch:
             handler(self, event, key)
         self.finish()
 
+    def _read_ahead(self, events: Sequence[Event]) -> None:
+        """Read what `events` will need: one query per table instead of one per event."""
+        fills = [e for e in events if isinstance(e, OrderFill)]
+        trades = [e for e in events if isinstance(e, TradeOpened | TradeClosed)]
+        self.rows.load_orders(str(e.client_order_id) for e in events if isinstance(e, OrderEvent))
+        self.positions.symbols.update(
+            e.symbol for e in events if isinstance(e, OrderEvent | TradeOpened | TradeClosed)
+        )
+        if fills or trades:
+            self.trades.load(
+                symbols={e.symbol for e in [*fills, *trades]}, keys={e.trade_id for e in trades}
+            )
+        if fills:
+            self.rows.load_trade_ids(self.venue, (e.trade_id for e in fills))
+
     def finish(self) -> None:
-        """Store the bot's last sequence number (call once, before the transaction commits)."""
+        """Write the batch's rows and the bot's last sequence number (once, before the commit)."""
+        self.rows.flush()
+        self.positions.flush()
+        self.trades.flush()
         if self.seq != self._start_seq:
             update_by_id(self.conn, BOTS, self.bot_id, {"last_seq": self.seq})
             self._start_seq = self.seq
 
     def _known_keys(self, keys: set[str]) -> set[str]:
-        known: set[str] = set()
-        ordered = sorted(keys)
-        for log_table in (EVENTS, RISK):
-            for i in range(0, len(ordered), _KEY_CHUNK):
-                chunk = ordered[i : i + _KEY_CHUNK]
-                rows = self.conn.execute(
-                    select(log_table.c.event_key).where(
-                        log_table.c.bot_instance_id == self.bot_id, log_table.c.event_key.in_(chunk)
-                    )
-                )
-                known.update(r[0] for r in rows)
-        return known
+        self._keys |= keys
+        return {r[0] for r in select_in(self.conn, _KNOWN_KEYS, keys, bot=self.bot_id)}
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -184,16 +202,13 @@ class AuditBatch:
 
     # ------------------------------------------------------------------ order rows
     def order(self, cid: str) -> dict[str, Any] | None:
-        """Return the order row (cached for the batch), or None if it was never submitted."""
-        if cid not in self._orders:
-            row = self.conn.execute(_ORDER_BY_CID, {"bot": self.bot_id, "cid": cid}).one_or_none()
-            self._orders[cid] = None if row is None else dict(row._mapping)
-        return self._orders[cid]
+        """Return the order row (read once per batch), or None if it was never submitted."""
+        return self.rows.order(cid)
 
     def update_order(self, order: dict[str, Any], ts: datetime, **values: Any) -> None:
         values["updated_at"] = max(ts, order["updated_at"])
-        update_by_id(self.conn, ORDERS, order["id"], values)
         order.update(values)
+        self.rows.changed(order["client_order_id"], values)
 
     def _advance(self, order: dict[str, Any] | None, target: OrderStatus) -> str:
         """Return the status after `target`; an edge the lifecycle lacks keeps the current one."""
@@ -225,7 +240,8 @@ class AuditBatch:
         client_order_id: str | None,
         symbol: str | None,
     ) -> int | None:
-        """Append the `order_events` row of `event`; return its id, or None if already there."""
+        """Append the `order_events` row of `event`; return its seq, or None if already there."""
+        payload = self._payloads.pop(id(event), None)
         return self.append_event(
             event_type=type(event).__name__,
             ts=event.ts,
@@ -234,7 +250,7 @@ class AuditBatch:
             status=status,
             client_order_id=client_order_id,
             symbol=symbol,
-            payload=event_payload(event),
+            payload=event_payload(event) if payload is None else payload,
         )
 
     def append_event(
@@ -249,13 +265,18 @@ class AuditBatch:
         symbol: str | None,
         payload: dict[str, Any],
     ) -> int | None:
-        """Append one `order_events` row with the next sequence number (None: key known)."""
-        return insert_ignore(
-            self.conn,
-            EVENTS,
+        """Append one `order_events` row with the next sequence number (None: key known).
+
+        Return the row's seq; the row is written by `finish`.
+        """
+        if key not in self._keys and self._known_keys({key}):
+            return None
+        self._keys.add(key)
+        seq = self.next_seq()
+        self.rows.events.append(
             {
                 "bot_instance_id": self.bot_id,
-                "seq": self.next_seq(),
+                "seq": seq,
                 "event_key": key,
                 "client_order_id": client_order_id,
                 "symbol": symbol,
@@ -265,9 +286,9 @@ class AuditBatch:
                 "ts": ts,
                 "recorded_at": _now(),
                 "payload": payload,
-            },
-            ("bot_instance_id", "event_key"),
+            }
         )
+        return seq
 
     # ------------------------------------------------------------------ handlers
     def on_submitted(self, e: OrderSubmitted, key: str) -> None:
@@ -277,32 +298,30 @@ class AuditBatch:
             role = order_role(e.tag, cid)
             if role is None:
                 role = "exit" if self.positions.reduces(e.symbol, e.side) else "entry"
-            values = {
-                "bot_instance_id": self.bot_id,
-                "client_order_id": cid,
-                "exchange": self.bot.exchange,
-                "symbol": e.symbol,
-                "order_type": e.order_type.value,
-                "side": e.side.value,
-                "role": role,
-                "quantity": e.quantity,
-                "price": e.price,
-                "stop_price": e.stop_price,
-                "status": OrderStatus.NEW.value,
-                "filled_qty": Decimal(0),
-                "remaining_qty": e.quantity,
-                "fee": Decimal(0),
-                "parent_client_order_id": None if e.parent_id is None else str(e.parent_id),
-                "oco_client_order_id": None if e.oco_id is None else str(e.oco_id),
-                "tag": e.tag or None,
-                "strategy": getattr(e, "strategy", None) or self.bot.strategy,
-                "created_at": e.ts,
-                "updated_at": e.ts,
-            }
-            insert_ignore(self.conn, ORDERS, values, ("bot_instance_id", "client_order_id"))
-            self._orders.pop(cid, None)
-            order = self.order(cid)
-        assert order is not None
+            order = self.rows.add_order(
+                {
+                    "bot_instance_id": self.bot_id,
+                    "client_order_id": cid,
+                    "exchange": self.bot.exchange,
+                    "symbol": e.symbol,
+                    "order_type": e.order_type.value,
+                    "side": e.side.value,
+                    "role": role,
+                    "quantity": e.quantity,
+                    "price": e.price,
+                    "stop_price": e.stop_price,
+                    "status": OrderStatus.NEW.value,
+                    "filled_qty": Decimal(0),
+                    "remaining_qty": e.quantity,
+                    "fee": Decimal(0),
+                    "parent_client_order_id": None if e.parent_id is None else str(e.parent_id),
+                    "oco_client_order_id": None if e.oco_id is None else str(e.oco_id),
+                    "tag": e.tag or None,
+                    "strategy": getattr(e, "strategy", None) or self.bot.strategy,
+                    "created_at": e.ts,
+                    "updated_at": e.ts,
+                }
+            )
         self.log_event(
             e,
             key,
@@ -389,14 +408,16 @@ class AuditBatch:
         target = OrderStatus.FILLED if isinstance(e, OrderFilled) else OrderStatus.PARTIALLY_FILLED
         status = self._advance(order, target)
         kind = self._kind(order, e, e.side)
-        event_id = self.log_event(
-            e, key, kind=kind, status=status, client_order_id=cid, symbol=e.symbol
-        )
-        if event_id is None:
+        if (
+            self.log_event(e, key, kind=kind, status=status, client_order_id=cid, symbol=e.symbol)
+            is None
+        ):
             return
-        venue = self.bot.exchange or self.bot.mode
+        if self.rows.fill_recorded(self.venue, e.trade_id):
+            # the venue reported this execution before, under another event
+            log.info("fill %s of %s already recorded", e.trade_id, cid)
+            return
         fill = {
-            "order_event_id": event_id,
             "bot_instance_id": self.bot_id,
             "client_order_id": cid,
             "symbol": e.symbol,
@@ -407,7 +428,7 @@ class AuditBatch:
             "fee_currency": getattr(e, "fee_currency", None),
             "ts": e.ts,
             "order_type": None if order is None else order["order_type"],
-            "venue": venue,
+            "venue": self.venue,
             "venue_trade_id": e.trade_id,
             **{name: getattr(e, name, None) for name in FILL_EXTRAS},
         }
@@ -416,12 +437,8 @@ class AuditBatch:
             fill["strategy_weights"] = {self.bot.strategy: "1"}
         elif isinstance(fill["strategy_weights"], dict):
             fill["strategy_weights"] = {k: str(v) for k, v in fill["strategy_weights"].items()}
-        fill_id = insert_ignore(self.conn, FILLS, fill, ("venue", "venue_trade_id"))
-        if fill_id is None:  # the venue reported this execution before, under another event
-            log.info("fill %s of %s already recorded", e.trade_id, cid)
-            return
         trade_key = self.positions.apply_fill(e, cid)
-        update_by_id(self.conn, FILLS, fill_id, {"trade_key": trade_key})
+        self.rows.add_fill(key, {**fill, "trade_key": trade_key})
         if order is None:
             log.warning("fill for order %s that was never submitted", cid)
             return

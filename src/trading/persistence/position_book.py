@@ -9,22 +9,25 @@ to the last digit whatever the batch boundaries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection
 
 from trading.events import OrderFill
 from trading.orders import OrderSide
 from trading.persistence.columns import MONEY_QUANTUM, at_scale, to_decimal
-from trading.persistence.models import FillRecord, OrderRecord, PositionRecord, Trade, table
-from trading.persistence.sql import update_by_id
+from trading.persistence.models import FillRecord, OrderRecord, PositionRecord, table
+from trading.persistence.sql import full_rows, insert_many, select_in, update_many
+
+if TYPE_CHECKING:
+    from trading.persistence.round_trips import TradeBook
 
 POSITIONS = table(PositionRecord)
-TRADES = table(Trade)
 ORDERS = table(OrderRecord)
 FILLS = table(FillRecord)
 _ZERO = Decimal(0)
@@ -32,9 +35,11 @@ _ZERO = Decimal(0)
 #: Fills are stored rounded to its 10 decimals, so a round trip of n fills may miss zero by
 #: n/2 quanta; 1e-9 covers 20 fills and is far below any venue's lot size.
 DUST = MONEY_QUANTUM * 10
-_POSITION_OF = select(POSITIONS).where(
-    POSITIONS.c.bot_instance_id == bindparam("bot"), POSITIONS.c.symbol == bindparam("symbol")
+_POSITIONS_OF = select(POSITIONS).where(
+    POSITIONS.c.bot_instance_id == bindparam("bot"),
+    POSITIONS.c.symbol.in_(bindparam("keys", expanding=True)),
 )
+_KEY = ("bot_instance_id", "symbol")
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,19 +107,36 @@ def side_of(quantity: Decimal) -> str:
 
 
 class PositionBook:
-    """The positions of one bot, read once per batch and written through."""
+    """The positions of one bot in a batch: read together, changed in memory, written by `flush`.
 
-    def __init__(self, conn: Connection, bot_instance_id: int) -> None:
+    `trades` answers which round trips exist; `on_relink(old, new)` moves the batch's unwritten
+    orders and fills from round trip `old` to `new` (stored ones are updated here).
+    """
+
+    def __init__(
+        self,
+        conn: Connection,
+        bot_instance_id: int,
+        trades: TradeBook,
+        on_relink: Callable[[str, str], None],
+    ) -> None:
         self.conn = conn
         self.bot_id = bot_instance_id
+        self.trades = trades
+        self.on_relink = on_relink
+        self.symbols: set[str] = set()  # the batch's: read together with the first one asked
         self._rows: dict[str, dict[str, Any] | None] = {}
+        self._dirty: dict[str, None] = {}
 
     def row(self, symbol: str) -> dict[str, Any] | None:
         if symbol not in self._rows:
-            found = self.conn.execute(
-                _POSITION_OF, {"bot": self.bot_id, "symbol": symbol}
-            ).one_or_none()
-            self._rows[symbol] = None if found is None else dict(found._mapping)
+            wanted = {symbol} | (self.symbols - self._rows.keys())
+            found = {
+                r.symbol: dict(r._mapping)
+                for r in select_in(self.conn, _POSITIONS_OF, wanted, bot=self.bot_id)
+            }
+            for s in wanted:
+                self._rows[s] = found.get(s)
         return self._rows[symbol]
 
     def reduces(self, symbol: str, side: OrderSide) -> bool:
@@ -161,6 +183,7 @@ class PositionBook:
                     .where(linked.c.bot_instance_id == self.bot_id, linked.c.trade_key == old)
                     .values(trade_key=trade_key)
                 )
+            self.on_relink(old, trade_key)
         self.save(symbol, row, {"trade_key": trade_key, "updated_at": max(ts, row["updated_at"])})
 
     def opened_at(self, symbol: str, trade_key: str) -> datetime | None:
@@ -171,40 +194,30 @@ class PositionBook:
         return None
 
     def _trade_exists(self, trade_key: str) -> bool:
-        return (
-            self.conn.execute(
-                select(TRADES.c.id).where(
-                    TRADES.c.bot_instance_id == self.bot_id, TRADES.c.trade_key == trade_key
-                )
-            ).first()
-            is not None
-        )
+        return self.trades.get(trade_key) is not None
 
     def _announced_trade(self, symbol: str, previous: str | None) -> str | None:
         """Return the key of an open trade announced (TradeOpened) before its first fill."""
-        stmt = select(TRADES.c.trade_key).where(
-            TRADES.c.bot_instance_id == self.bot_id,
-            TRADES.c.symbol == symbol,
-            TRADES.c.status == "open",
-        )
-        if previous is not None:
-            stmt = stmt.where(TRADES.c.trade_key != previous)
-        found = self.conn.execute(stmt.order_by(TRADES.c.id.desc()).limit(1)).scalar()
-        return None if found is None else str(found)
+        return self.trades.announced(symbol, previous)
 
     def save(self, symbol: str, row: dict[str, Any] | None, values: dict[str, Any]) -> None:
         if row is None:
-            full = {
+            row = {
                 "bot_instance_id": self.bot_id,
                 "symbol": symbol,
                 "trade_key": None,
                 "opened_at": None,
-                **values,
             }
-            new_id = self.conn.execute(
-                insert(POSITIONS).values(full).returning(POSITIONS.c.id)
-            ).scalar_one()
-            self._rows[symbol] = {"id": new_id, **full}
-            return
-        update_by_id(self.conn, POSITIONS, row["id"], values)
+            self._rows[symbol] = row
         row.update(values)
+        self._dirty[symbol] = None
+
+    def flush(self) -> None:
+        """Write the changed positions: one INSERT for the new ones, one UPDATE for the rest."""
+        rows = [r for r in (self._rows[s] for s in self._dirty) if r is not None]
+        insert_many(
+            self.conn, POSITIONS, full_rows(POSITIONS, [r for r in rows if "id" not in r]), _KEY
+        )
+        changed = [{k: v for k, v in r.items() if k not in _KEY} for r in rows if "id" in r]
+        update_many(self.conn, POSITIONS, changed, ("id",))
+        self._dirty.clear()
