@@ -101,7 +101,12 @@ def test_a_two_worker_dask_cluster_equals_serial(
     workers = {o.worker for o in grid.trials + optuna.trials}
     assert len(workers) == 2 and all(not w.endswith(f":{os.getpid()}") for w in workers)
     loads = log.read_text().split()
-    assert len(loads) == len(set(loads)) == 2  # scattered to each worker once, not once per trial
+    # Scattered once to each worker process, not once per trial. Dask may place the scattered
+    # data on a process that runs no trial (or replace a worker under load): that process
+    # loads it once too, so the count is per process, not exactly the number of workers.
+    assert len(loads) == len(set(loads))
+    assert {w.rsplit(":", 1)[1] for w in workers} <= set(loads)
+    assert len(loads) <= 3 < len(grid.trials) + len(optuna.trials)
 
 
 def test_make_runner_picks_the_runner_from_jobs_and_scheduler() -> None:
