@@ -114,6 +114,36 @@ def sampler_seed(seed: int, shared: bool) -> int:
     return int.from_bytes(hashlib.sha256(ident).digest()[:4], "little")
 
 
+def open_storage(storage: str | Any) -> Any:
+    """Return the Optuna storage for a URL; SQLite gets transactions that claim trials atomically.
+
+    Optuna claims an enqueued (WAITING) trial with `SELECT ... FOR UPDATE` then `UPDATE`.
+    SQLite ignores `FOR UPDATE` and pysqlite starts its transaction only at the `UPDATE`, so
+    two processes could both read WAITING and both run the same trial, the second one failing
+    when it tells a trial the first already finished. Every SQLite transaction of this storage
+    therefore starts with `BEGIN IMMEDIATE`, taking the database's write lock before it reads
+    (SQLAlchemy's documented pysqlite recipe); waiting processes queue on `timeout`.
+    """
+    if not isinstance(storage, str) or not storage.startswith("sqlite"):
+        return storage
+    optuna = require("optuna", "optuna")
+    from sqlalchemy import event
+
+    rdb = optuna.storages.RDBStorage(storage, engine_kwargs={"connect_args": {"timeout": 60}})
+    engine = rdb.engine
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself, below
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made while creating the tables predate the listeners
+    return rdb
+
+
 def run_optuna(
     spec: OptimizeSpec,
     runner: Runner,
@@ -132,7 +162,7 @@ def run_optuna(
     t0 = time.perf_counter()
     sampler = optuna.samplers.TPESampler(seed=sampler_seed(spec.seed, isinstance(storage, str)))
     study = optuna.create_study(
-        storage=storage,
+        storage=open_storage(storage),
         study_name=study_name,
         sampler=sampler,
         direction=spec.direction,
