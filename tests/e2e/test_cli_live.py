@@ -69,12 +69,25 @@ def _interrupt_when(proc: subprocess.Popen[str], ready: Callable[[], bool], time
             time.sleep(0.05)
         if fake is not None:
             fake.clock.set_speed(0)
-            time.sleep(1.0)
+            _let_the_bot_look(fake)
         proc.send_signal(signal.SIGINT)
         return proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def _let_the_bot_look(fake: FakeExchange, passes: int = 3, timeout: float = 20.0) -> None:
+    """Wait until the bot has asked the frozen venue for its state `passes` more times.
+
+    A fixed pause was not enough on a loaded machine; the bot reads the account on every pass,
+    so a few reads after the freeze mean it has seen everything the venue did.
+    """
+    seen = len(fake.calls("GET", "/api/v3/account"))
+    deadline = time.monotonic() + timeout
+    time.sleep(0.2)
+    while len(fake.calls("GET", "/api/v3/account")) < seen + passes and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _venue(fake: FakeExchange) -> tuple[list[dict[str, Any]], list[Any]]:
