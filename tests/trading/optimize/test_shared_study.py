@@ -27,7 +27,7 @@ optimize:
   method: optuna
   trials: 10
   batch_size: 2
-  objective: sharpe
+  objective: tests.trading.optimize.rendezvous:sharpe_when_all_started
   constraints: {min_trades: 25}
   parameters:
     e_rsi_period: {low: 6, high: 24}
@@ -68,7 +68,9 @@ def test_two_processes_share_one_study_without_duplicates(storage: str, tmp_path
         "--study",
         "shared",
     ]
-    env = {**os.environ, "COLUMNS": "200"}
+    meet = tmp_path / "rendezvous"
+    meet.mkdir()
+    env = {**os.environ, "COLUMNS": "200", "ATF_TEST_RENDEZVOUS": f"{meet}:2"}
     procs = [
         subprocess.Popen(
             [*cmd, "--output", str(tmp_path / f"out{i}")],
@@ -92,7 +94,7 @@ def test_two_processes_share_one_study_without_duplicates(storage: str, tmp_path
     assert (
         len({tuple(sorted(o.params.items())) for o in trials}) == TRIALS
     )  # no parameter set twice
-    assert len({o.worker for o in trials}) == 2  # both processes worked on it
+    assert len({o.worker for o in trials}) == 2  # both processes worked on it (they met first)
 
     # Every stored result equals a serial backtest of its parameters.
     st = load_study(bot)
