@@ -18,12 +18,19 @@ at each timeframe boundary and hands every new *closed* candle to a `LiveGate`; 
   like `ReplayFeed`, so the simulated broker sees exactly the bar sequence of a backtest.
 * Bot symbols (``BTCUSDT``) are mapped to the exchange's unified symbols once its markets load.
 * Network failures are retried with backoff and never end the feed; `stop()` ends it.
+* Outages are published on `bus` (the bot's): after `failures` failed fetches in a row (the
+  circuit breaker of `trading.brokers.ccxt_resilience`) one `ConnectionLost`, however long the
+  venue stays down; when the venue answers again (candles, or a server time that says the
+  next candle is not due yet) one `ConnectionRestored` with the downtime since the first
+  failure. The candles that closed meanwhile are fetched then (from the last delivered one
+  on), so none is skipped or delivered twice.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -33,8 +40,10 @@ from typing import Any
 import backtrader as bt
 import pandas as pd
 
+from trading.brokers.ccxt_resilience import CircuitBreaker, Scrubber
 from trading.data.feed import datetime_to_num
 from trading.data.timeframes import parse_timeframe, timeframe_seconds
+from trading.events import ConnectionLost, ConnectionRestored
 
 log = logging.getLogger(__name__)
 Bar = tuple[int, float, float, float, float, float, bool]  # open ms, o, h, l, c, v, historical
@@ -135,6 +144,7 @@ class CcxtOHLCVProducer:
 
     `exchange` is a ``ccxt.async_support`` exchange (closed by `run` when it ends, if `owns`).
     `max_wait` caps one sleep, so a clock that runs faster than real time (tests) is followed.
+    `bus` gets ConnectionLost after `failures` failed fetches in a row, and ConnectionRestored.
     """
 
     def __init__(
@@ -150,6 +160,8 @@ class CcxtOHLCVProducer:
         retry_delay: float = 1.0,
         owns: bool = True,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        bus: Any = None,
+        failures: int = 5,
     ) -> None:
         if warmup < 0:
             raise ValueError(f"warmup must be 0 or more bars, got {warmup}")
@@ -161,6 +173,30 @@ class CcxtOHLCVProducer:
         self.last_open: int | None = None  # open time of the last delivered candle
         self.delivered = 0
         self.failures = 0
+        self.bus = bus
+        # Opens once per outage (an endless cooldown: no re-trip while down); the first answer closes it.
+        self.breaker = CircuitBreaker(failures, math.inf, on_open=self._connection_lost,
+                                      on_close=self._connection_restored)
+        self._scrub = Scrubber()
+
+    @property
+    def venue(self) -> str:
+        return str(getattr(self.exchange, "id", "") or "ccxt")
+
+    def _connection_lost(self, detail: str) -> None:
+        self._publish(ConnectionLost(ts=datetime.now(UTC), venue=self.venue, detail=f"live feed: {detail}"))
+
+    def _connection_restored(self) -> None:
+        self._publish(ConnectionRestored(ts=datetime.now(UTC), venue=self.venue,
+                                         downtime_s=self.breaker.last_downtime))
+
+    def _publish(self, event: Any) -> None:
+        if self.bus is None:
+            return
+        try:
+            self.bus.publish(event)
+        except Exception:
+            log.exception("live feed: could not publish %s", type(event).__name__)
 
     def stop(self) -> None:
         """End the feeds after the bars already delivered; thread-safe."""
@@ -187,9 +223,11 @@ class CcxtOHLCVProducer:
             try:
                 await step()
                 self.failures = 0
+                self.breaker.record_success()
                 return
             except OperationFailed as exc:  # network errors, timeouts, 429, 5xx: retry, never end
                 self.failures += 1
+                self.breaker.record_failure(f"{step.__name__}: {self._scrub(exc)}"[:300])
                 log.warning("live feed: %s failed (%s); retrying in %.1fs", step.__name__, exc, delay)
                 await self._sleep(delay)
                 delay = min(delay * 2, 60.0)
@@ -221,6 +259,7 @@ class CcxtOHLCVProducer:
             now = await self.server_ms()
             if now >= due:
                 break
+            self.breaker.record_success()  # the venue answers; no candle is due yet
             await self._sleep(min((due - now) / 1000, self.max_wait))
         if self._stopped:
             return
