@@ -133,7 +133,8 @@ class LiveSession:
         self._producer = CcxtOHLCVProducer(
             build_exchange(settings, asynchronous=True), {s: s for s in symbols}, cfg.bot.timeframe, gate,
             warmup=cfg.data.warmup_bars, max_wait=cfg.data.poll_seconds,
-            bus=self._bus, failures=settings.circuit_breaker.failures,  # outages: ConnectionLost / Restored
+            # Outages: ConnectionLost / Restored; at the venue its broker's breaker publishes them already.
+            bus=None if self.at_venue else self._bus, failures=settings.circuit_breaker.failures,
         )
         # A live feed hands Cerebro's loop back this often: the venue broker polls then.
         qcheck = min(0.5, max(0.01, settings.poll_interval))
