@@ -13,10 +13,12 @@ opened, protective orders, stop moves, exit fill, cancel, trade closed) are publ
 In the same run, on fresh databases:
 
 * **before**: the same phases with the ``src/`` of --before (a git ref, default the last
-  commit whose `apply_events` wrote row by row), in a child process;
-* **baseline**: the same writer thread and queue, but each batch is one raw ``executemany``
-  INSERT of the same ``order_events`` rows (prepared beforehand): the floor of what the
-  database costs;
+  commit whose writer let SQLite checkpoint the WAL inside its commits), in a child process;
+* **auto** (SQLite): this ``src/``'s writer with ``checkpoint_interval=None``, i.e. SQLite's
+  automatic checkpoint in the commit: the same code as "after" but for the checkpoints;
+* **baseline**: the same writer thread and queue (and checkpointer), but each batch is one
+  raw ``executemany`` INSERT of the same ``order_events`` rows (prepared beforehand): the
+  floor of what the database costs;
 * **commit floor** (SQLite): a bare ``sqlite3`` loop, no SQLAlchemy and no writer, paced
   like the writer's batches: BEGIN IMMEDIATE, one executemany of a bar's rows, COMMIT, with
   ``synchronous=NORMAL`` (atf's setting: WAL commits without fsync) and ``FULL`` (an fsync
@@ -58,7 +60,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from backtests.persistence_workload import RawInsertWriter, make_events, prepare_rows
-from backtests.sqlite_costs import BatchTimes, checkpoints_elsewhere, commit_floor, pace, pct
+from backtests.sqlite_costs import BatchTimes, commit_floor, pace, pct
 from trading.bus import EventBus
 from trading.events import Event
 from trading.persistence import make_engine, register_bot_instance, upgrade_database
@@ -66,8 +68,9 @@ from trading.persistence.spool import EventSpool
 from trading.persistence.writer import AuditWriter
 
 OUT = ROOT / "results" / "bench_persistence"
-#: The last commit whose `apply_events` wrote row by row (four statements per event).
-BEFORE_REF = "c5990d7"
+#: The last commit whose writer let SQLite checkpoint the WAL in its commits (bulk
+#: apply_events; c5990d7 is the last one that wrote row by row).
+BEFORE_REF = "fa08ca7"
 
 
 # --------------------------------------------------------------------------- writers
@@ -108,7 +111,8 @@ def run_phase(
     """Publish `events` to a fresh writer on a fresh bot instance; time it until committed."""
     bot = register_bot_instance(engine, f"bench-{kind}-{rate}", "paper", resume=False).id
     cls = TimedRawWriter if kind == "baseline" else TimedAuditWriter
-    writer = cls(engine, bot, EventSpool(spool), heartbeat_interval=None)
+    kw: dict[str, Any] = {"checkpoint_interval": None} if kind == "auto" else {}
+    writer = cls(engine, bot, EventSpool(spool), heartbeat_interval=None, **kw)
     if isinstance(writer, RawInsertWriter):
         writer.rows = prepare_rows(events, bot)
     unwatch = writer.watch(engine)
@@ -126,6 +130,7 @@ def run_phase(
     published = time.perf_counter()
     assert writer.wait_written(timeout=900), f"{kind}: not written"
     done = time.perf_counter()
+    wal = checkpoint_stats(writer)
     writer.close()
     unwatch()
     event.remove(engine, "before_cursor_execute", count)
@@ -142,6 +147,21 @@ def run_phase(
         "events_per_s": len(events) / (done - t0),
         "statements_per_event": statements[0] / len(events),
         **writer.summary(),
+        **wal,
+    }
+
+
+def checkpoint_stats(writer: AuditWriter) -> dict[str, float]:
+    """The WAL file's size at the end of a phase and the checkpointer's counts (if any)."""
+    ckpt = getattr(writer, "checkpointer", None)  # none in an older src/, or on PostgreSQL
+    if ckpt is None:
+        return {}
+    return {
+        "wal_mb": ckpt.wal_size() / 1e6,
+        "checkpoints": ckpt.complete,
+        "checkpoints_incomplete": ckpt.incomplete,
+        "checkpoints_forced": ckpt.forced,
+        "checkpoint_failures": ckpt.failures,
     }
 
 
@@ -151,8 +171,6 @@ def run_variant(url: str, kind: str, args: argparse.Namespace, workdir: Path) ->
     start = 0
     out: dict[str, Any] = {"paced": []}
     with ExitStack() as stack:
-        if kind == "ckpt":
-            stack.enter_context(checkpoints_elsewhere(engine))
         stack.callback(engine.dispose)
         for rate in args.rates:
             n = int(rate * args.seconds)
@@ -264,9 +282,9 @@ def median_of(runs: Sequence[Any]) -> Any:
 # --------------------------------------------------------------------------- report
 
 WRITERS = (
-    ("before", "before: row by row"),
-    ("writer", "AuditWriter (bulk apply_events)"),
-    ("ckpt", "bulk, WAL checkpoints off the commit (experiment)"),
+    ("before", "before: --before's src/ (checkpoints in the commit)"),
+    ("writer", "AuditWriter (checkpoints off the commit)"),
+    ("auto", "AuditWriter, checkpoint_interval=None (in the commit)"),
     ("baseline", "baseline: raw executemany"),
 )
 
@@ -321,6 +339,23 @@ def render(res: dict[str, Any]) -> str:
             )
     lines += [
         "",
+        "| SQLite writer | phase | WAL MB at the end | checkpoints complete / incomplete | forced on the writer's thread | failures |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for b in res["backends"]:
+        for kind, name in WRITERS:
+            phases = b.get(kind, {}).get("paced", []) + [b.get(kind, {}).get("burst", {})]
+            for r in phases:
+                if "wal_mb" not in r:
+                    continue
+                phase = f"{r['rate']:,.0f}/s" if r["rate"] else f"burst of {r['events']:,}"
+                lines.append(
+                    f"| {name} | {phase} | {r['wal_mb']:.2f} | {r['checkpoints']:.0f} / "
+                    f"{r['checkpoints_incomplete']:.0f} | {r['checkpoints_forced']:.0f} | "
+                    f"{r['checkpoint_failures']:.0f} |"
+                )
+    lines += [
+        "",
         "| SQLite commit floor (bare sqlite3, WAL) | commits/s | p50 ms | p99 ms | max ms |",
         "|---|---:|---:|---:|---:|",
     ]
@@ -362,15 +397,15 @@ def render(res: dict[str, Any]) -> str:
 def run_round(
     args: argparse.Namespace, dbs: list[tuple[str, Callable[[], str]]], workdir: Path
 ) -> dict[str, Any]:
-    """One round: per backend, before (child process), after, (SQLite) the checkpoint
-    experiment and baseline, each on a fresh database; then SQLite's commit floor."""
+    """One round: per backend, before (child process), after, (SQLite) after with SQLite's
+    own checkpoints, and baseline, each on a fresh database; then SQLite's commit floor."""
     old_src = checkout_src(args.before, workdir) if args.before != "none" else None
     backends = []
     for backend, fresh in dbs:
         row: dict[str, Any] = {"backend": backend}
         if old_src is not None:
             row["before"] = run_before(fresh(), args, old_src, workdir)
-        kinds = ("writer", "ckpt", "baseline") if backend == "sqlite" else ("writer", "baseline")
+        kinds = ("writer", "auto", "baseline") if backend == "sqlite" else ("writer", "baseline")
         for kind in kinds:
             row[kind] = run_variant(at_head(fresh()), kind, args, workdir)
         backends.append(row)

@@ -168,6 +168,9 @@ class RawInsertWriter(AuditWriter):
         if rows:
             with self.engine.begin() as conn:
                 conn.execute(insert(EVENTS), rows)
+        checkpointer = getattr(self, "checkpointer", None)  # none in an older src/
+        if checkpointer is not None:
+            checkpointer.after_write()
 
 
 def prepare_rows(events: Sequence[Event], bot: int) -> dict[int, dict[str, Any]]:

@@ -4,10 +4,10 @@
   batches: BEGIN IMMEDIATE, one executemany of a bar's rows, COMMIT; with
   ``synchronous=NORMAL`` (atf's: a WAL commit is not fsynced) and ``FULL`` (an fsync per
   commit).
-* `checkpoints_elsewhere`: the experiment behind the remaining p99: with WAL, the commit
-  that takes the log past 1,000 pages runs the checkpoint, two fsyncs, inside the writer's
-  batch. This moves checkpoints to a thread of their own (``wal_autocheckpoint=0`` on the
-  writer's connections, ``wal_checkpoint(PASSIVE)`` every `every` seconds).
+* `BatchTimes`: a writer mixin timing each batch (wall, CPU) and its COMMIT.
+
+(The experiment that moved WAL checkpoints off the writer's commits is now the product's
+`trading.persistence.checkpointer`; the benchmark compares it with SQLite's own checkpoints.)
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import statistics
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -78,37 +76,6 @@ def commit_floor(
         "p99_ms": pct(times, 0.99),
         "max_ms": max(times),
     }
-
-
-@contextmanager
-def checkpoints_elsewhere(engine: Engine, every: float = 1.0) -> Iterator[None]:
-    """Checkpoint `engine`'s SQLite file from a thread of its own, not in the writer's commits.
-
-    Install before `engine` opens its first connection.
-    """
-
-    def no_autocheckpoint(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
-
-    event.listen(engine, "connect", no_autocheckpoint)
-    stop = threading.Event()
-
-    def run() -> None:
-        con = sqlite3.connect(str(engine.url.database), isolation_level=None, timeout=30)
-        try:
-            while not stop.wait(every):
-                con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        finally:
-            con.close()
-
-    thread = threading.Thread(target=run, name="bench-checkpointer", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        event.remove(engine, "connect", no_autocheckpoint)
 
 
 class BatchTimes:

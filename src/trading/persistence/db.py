@@ -11,7 +11,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,48 @@ def _install_sqlite_hooks(engine: Engine, busy_timeout: float) -> None:
         if mode not in _BEGIN_MODES:
             raise ValueError(f"{SQLITE_BEGIN_OPTION} must be one of {sorted(_BEGIN_MODES)}")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+#: SQLite's default ``wal_autocheckpoint`` (pages): what a connection gets back on undo.
+SQLITE_AUTOCHECKPOINT = 1000
+_DEFERRED = "atf_checkpoints_deferred"  # in a pool entry's info: the pragmas it runs with
+_deferrals: weakref.WeakKeyDictionary[Engine, list[int]] = weakref.WeakKeyDictionary()
+
+
+def defer_wal_checkpoints(engine: Engine, *, journal_size_limit: int) -> Callable[[], None]:
+    """Leave `engine`'s WAL checkpoints to a `WalCheckpointer`; return the undo.
+
+    Every connection `engine` hands out from now on runs ``wal_autocheckpoint=0`` (its
+    commits never checkpoint) and ``journal_size_limit`` (the first commit after the log
+    restarts truncates the WAL file to that size, so the file's size tracks the log's).
+    Other engines, and other processes, keep SQLite's defaults. Nested calls are counted;
+    after the last undo, connections get the defaults back at their next checkout.
+    """
+    if engine.dialect.name != "sqlite":
+        return lambda: None
+    state = _deferrals.get(engine)
+    if state is None:
+        state = _deferrals[engine] = [0, journal_size_limit]
+
+        @event.listens_for(engine, "checkout")
+        def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+            wanted = (0, state[1]) if state[0] else (SQLITE_AUTOCHECKPOINT, -1)
+            if record.info.get(_DEFERRED, (SQLITE_AUTOCHECKPOINT, -1)) != wanted:
+                dbapi_connection.execute(f"PRAGMA wal_autocheckpoint={wanted[0]}").fetchall()
+                dbapi_connection.execute(f"PRAGMA journal_size_limit={wanted[1]}").fetchall()
+                record.info[_DEFERRED] = wanted
+
+    state[0] += 1
+    state[1] = journal_size_limit
+    undone = False
+
+    def undo() -> None:
+        nonlocal undone
+        if not undone:
+            undone = True
+            state[0] -= 1
+
+    return undo
 
 
 def _enable_wal(cursor: Any, busy_timeout: float) -> None:

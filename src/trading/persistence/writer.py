@@ -14,6 +14,8 @@ by chunk, and truncated. A spool left by an earlier process is replayed first.
 
 Heartbeats (`heartbeat_interval`) and equity samples (`equity_interval`, from
 `equity_source`) are taken on the writer's thread; equity samples are queued like events.
+On a SQLite file, a `WalCheckpointer` checkpoints the WAL every `checkpoint_interval` seconds
+on a thread of its own, so no commit of the writer runs one (None: SQLite's own, in commits).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from trading.events import (
 from trading.persistence.audit import apply_events
 from trading.persistence.audit_events import EquitySampled, Reconciled
 from trading.persistence.bots import record_heartbeat
+from trading.persistence.checkpointer import DEFAULT_WAL_BYTES, WalCheckpointer
 from trading.persistence.equity import record_equity_snapshot
 from trading.persistence.recovery import record_reconciliation
 from trading.persistence.spool import EventSpool
@@ -114,6 +117,8 @@ class AuditWriter:
         equity_interval: float | None = None,
         equity_source: Callable[[], EquitySampled | None] | None = None,
         periodic: Sequence[tuple[float, Callable[[], None]]] = (),
+        checkpoint_interval: float | None = 1.0,
+        checkpoint_wal_bytes: int = DEFAULT_WAL_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if batch_size < 1:
@@ -160,6 +165,9 @@ class AuditWriter:
             target=self._run, name=f"audit-writer-{bot_instance_id}", daemon=True
         )
         self._started = False
+        self.checkpointer = WalCheckpointer.for_engine(
+            engine, checkpoint_interval, checkpoint_wal_bytes
+        )
 
     # ------------------------------------------------------------------ producer side
     def subscribe(self, bus: EventBus) -> Subscription:
@@ -171,10 +179,8 @@ class AuditWriter:
     def submit(self, event: Event) -> None:
         """Queue one event; never blocks on the database, never raises."""
         with self._work:
-            if self._closed:
-                closed = True
-            else:
-                closed = False
+            closed = self._closed
+            if not closed:
                 self._queue.append((self._clock(), event))
                 self._submitted += 1
                 n = len(self._queue)
@@ -192,6 +198,8 @@ class AuditWriter:
         """Start the writer's thread (it replays a left-over spool first)."""
         if not self._started:
             self._started = True
+            if self.checkpointer is not None:
+                self.checkpointer.start()
             self._thread.start()
             _LIVE.add(self)
         return self
@@ -243,6 +251,9 @@ class AuditWriter:
         if self._started:
             left = None if deadline is None else max(deadline - self._clock(), 0.0)
             self._thread.join(left)
+        if self.checkpointer is not None:  # TRUNCATE: an empty WAL, unless a write hangs
+            left = None if deadline is None else max(deadline - self._clock(), 0.0)
+            self.checkpointer.close(left, truncate=not self._thread.is_alive())
         with self._work:
             self._closed = True
             leftovers = list(self._inflight) + [e for _, e in self._queue]
@@ -386,6 +397,8 @@ class AuditWriter:
         if run:
             apply_events(self.engine, run, self.bot_instance_id)
         self.last_write = datetime.now(UTC)
+        if self.checkpointer is not None:
+            self.checkpointer.after_write()
 
     def _write_record(self, event: EquitySampled | Reconciled) -> None:
         if isinstance(event, EquitySampled):
@@ -411,10 +424,8 @@ class AuditWriter:
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
-        self.last_error = scrub(
-            f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}", self.engine
-        )
-        self.last_error = self.last_error.splitlines()[0][:500]
+        error = f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"
+        self.last_error = scrub(error, self.engine).splitlines()[0][:500]
         if not self._degraded:
             log.warning(
                 "audit database write failed (%s); trading goes on, records go to %s until it is back",
@@ -485,7 +496,5 @@ def _close_at_exit() -> None:
 
 
 def _pct(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    i = min(len(sorted_values) - 1, int(q * len(sorted_values)))
-    return sorted_values[i] * 1000.0
+    n = len(sorted_values)
+    return sorted_values[min(n - 1, int(q * n))] * 1000.0 if n else None

@@ -1,0 +1,210 @@
+"""The audit writer's WAL checkpoints on real SQLite files: off the writer's commits, bounded,
+emptied on close, and never an error of the writer's."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import Connection, Engine
+
+from trading.events import Event
+from trading.persistence import make_engine
+from trading.persistence.checkpointer import FORCE_FACTOR, WalCheckpointer
+from trading.persistence.db import defer_wal_checkpoints, read_connection
+from trading.persistence.writer import AuditWriter
+
+from .builders import round_trip
+from .test_writer import keyed, make_writer, recorded_keys
+
+#: Small enough that 60 round trips (about 120 KB of WAL each) cross it many times.
+WAL_BYTES = 64 * 1024
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """SQLite only: PostgreSQL has no WAL file of ours to checkpoint."""
+    return str(request.param)
+
+
+@pytest.fixture
+def wal(sqlite_url: str, bot: int) -> Path:
+    """The WAL file, emptied once the schema and the bot are in: sizes are the tests' own."""
+    path = sqlite_url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0] == 0
+    conn.close()
+    return Path(path + "-wal")
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_threads() -> Iterator[None]:
+    yield
+    left = [t.name for t in threading.enumerate() if t.name.startswith("wal-checkpointer")]
+    assert not left, f"checkpointer threads still running: {left}"
+
+
+def write_round_trips(
+    writer: AuditWriter, wal: Path, n: int, first: int = 1
+) -> tuple[list[Event], list[int]]:
+    """Submit `n` round trips, one batch each; return the events and the WAL size after each."""
+    events: list[Event] = []
+    sizes: list[int] = []
+    for i in range(first, first + n):
+        trip = round_trip(i)
+        for e in trip:
+            writer.submit(e)
+        assert writer.flush(timeout=60)
+        events += trip
+        sizes.append(wal.stat().st_size)
+    return events, sizes
+
+
+def pragma(conn: sqlite3.Connection | Connection, name: str) -> int:
+    if isinstance(conn, Connection):
+        return int(conn.exec_driver_sql(f"PRAGMA {name}").scalar_one())
+    return int(conn.execute(f"PRAGMA {name}").fetchall()[0][0])
+
+
+def test_the_wal_stays_bounded_while_the_writer_commits_batch_after_batch(
+    engine: Engine, bot: int, tmp_path: Path, wal: Path
+) -> None:
+    # The timer never fires: only the size triggers keep the log short.
+    writer = make_writer(
+        engine, bot, tmp_path, checkpoint_interval=3600.0, checkpoint_wal_bytes=WAL_BYTES
+    ).start()
+    events, sizes = write_round_trips(writer, wal, 60)
+    # the log restarts after a complete checkpoint: at most the forcing size plus two batches
+    assert max(sizes) <= FORCE_FACTOR * WAL_BYTES + 2 * sizes[0]
+    ckpt = writer.checkpointer
+    assert ckpt is not None and ckpt.complete > 0 and ckpt.failures == 0
+    assert writer.close()
+    assert recorded_keys(engine, bot) == keyed(events)
+
+
+def test_without_the_checkpointer_the_same_batches_grow_the_wal_past_that_bound(
+    engine: Engine, bot: int, tmp_path: Path, wal: Path
+) -> None:
+    undo = defer_wal_checkpoints(engine, journal_size_limit=-1)  # no checkpoint at all
+    writer = make_writer(engine, bot, tmp_path, checkpoint_interval=None).start()
+    _, sizes = write_round_trips(writer, wal, 60)
+    assert writer.checkpointer is None
+    assert max(sizes) > FORCE_FACTOR * WAL_BYTES + 2 * sizes[0]  # the bound above would fail
+    assert sizes[-1] >= 30 * sizes[0]  # every batch appended: the log never restarted
+    assert writer.close()
+    undo()
+
+
+def test_close_empties_the_wal_and_stops_the_checkpointer_thread(
+    engine: Engine, bot: int, tmp_path: Path, wal: Path
+) -> None:
+    writer = make_writer(engine, bot, tmp_path).start()
+    ckpt = writer.checkpointer
+    assert ckpt is not None and ckpt.running
+    write_round_trips(writer, wal, 5)
+    assert wal.stat().st_size > 0
+    assert writer.close()
+    assert not ckpt.running
+    assert not wal.exists() or wal.stat().st_size == 0  # wal_checkpoint(TRUNCATE)
+
+
+def test_the_writers_connections_do_not_checkpoint_while_other_connections_do(
+    engine: Engine, bot: int, sqlite_url: str, tmp_path: Path
+) -> None:
+    writer = make_writer(engine, bot, tmp_path, checkpoint_wal_bytes=WAL_BYTES).start()
+    reader_engine = make_engine(sqlite_url)
+    with read_connection(engine) as mine, read_connection(reader_engine) as reader:
+        assert pragma(mine, "wal_autocheckpoint") == 0
+        assert pragma(mine, "journal_size_limit") == WAL_BYTES
+        assert pragma(reader, "wal_autocheckpoint") == 1000  # SQLite's default
+        assert pragma(reader, "journal_size_limit") == -1
+    raw = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
+    assert pragma(raw, "wal_autocheckpoint") == 1000
+    raw.close()
+    assert writer.close()
+    with read_connection(engine) as after:  # a stopped writer gives SQLite its checkpoints back
+        assert pragma(after, "wal_autocheckpoint") == 1000
+        assert pragma(after, "journal_size_limit") == -1
+    reader_engine.dispose()
+
+
+def test_a_reader_pinning_the_wal_leaves_checkpoints_unfinished_and_writing_unaffected(
+    engine: Engine,
+    bot: int,
+    sqlite_url: str,
+    tmp_path: Path,
+    wal: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = make_writer(
+        engine, bot, tmp_path, checkpoint_interval=3600.0, checkpoint_wal_bytes=WAL_BYTES
+    ).start()
+    reader = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM order_events").fetchall()  # a snapshot held open
+    with caplog.at_level(logging.WARNING, logger="trading.persistence.checkpointer"):
+        pinned, sizes = write_round_trips(writer, wal, 20)
+    ckpt = writer.checkpointer
+    assert ckpt is not None and ckpt.incomplete > 0 and ckpt.complete == 0
+    assert "a reader holds an old snapshot" in caplog.text
+    assert sizes[-1] > FORCE_FACTOR * WAL_BYTES  # nothing could be copied: the log grew
+    reader.execute("COMMIT")
+    reader.close()
+    more, _ = write_round_trips(writer, wal, 25, first=21)  # the next checkpoints finish
+    assert ckpt.complete > 0 and writer.failures == writer.spooled == 0
+    assert writer.close()
+    assert recorded_keys(engine, bot) == keyed(pinned + more)
+    assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_a_checkpointer_that_cannot_open_the_database_is_logged_and_loses_nothing(
+    engine: Engine, bot: int, tmp_path: Path, wal: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = make_writer(
+        engine, bot, tmp_path, checkpoint_interval=3600.0, checkpoint_wal_bytes=WAL_BYTES
+    )
+    ckpt = writer.checkpointer
+    assert ckpt is not None
+    ckpt.path = tmp_path / "missing" / "atf.db"  # every connect fails: unable to open
+    writer.start()
+    with caplog.at_level(logging.WARNING, logger="trading.persistence.checkpointer"):
+        events, _ = write_round_trips(writer, wal, 20)
+        assert writer.close()
+    assert ckpt.failures > 0 and ckpt.complete == 0
+    assert "unable to open database file" in str(ckpt.last_error)
+    assert caplog.text.count("WAL checkpoint of") == 1  # once, not at every retry
+    assert (writer.failures, writer.spooled, len(writer.spool)) == (0, 0, 0)
+    assert recorded_keys(engine, bot) == keyed(events)
+    assert not ckpt.running
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_database_has_no_wal_and_no_checkpointer(url: str) -> None:
+    engine = make_engine(url)
+    assert WalCheckpointer.for_engine(engine, 1.0) is None
+    engine.dispose()
+
+
+def test_a_postgresql_engine_gets_no_checkpointer_and_keeps_its_settings(
+    postgres_url: str,
+) -> None:
+    engine = make_engine(postgres_url)
+    assert WalCheckpointer.for_engine(engine, 1.0) is None
+    defer_wal_checkpoints(engine, journal_size_limit=0)()  # a no-op: no pragma reaches it
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
+    engine.dispose()
+
+
+def test_checkpoint_interval_none_leaves_checkpoints_to_sqlite(
+    engine: Engine, bot: int, tmp_path: Path
+) -> None:
+    writer = make_writer(engine, bot, tmp_path, checkpoint_interval=None).start()
+    assert writer.checkpointer is None
+    with read_connection(engine) as conn:
+        assert pragma(conn, "wal_autocheckpoint") == 1000
+    assert writer.close()
