@@ -35,6 +35,7 @@ from trading.persistence.bots import (
 )
 from trading.persistence.db import safe_url
 from trading.persistence.spool import EventSpool, spool_path
+from trading.persistence.spool_location import default_spool_dir
 from trading.persistence.writer import AUDITED, AuditWriter, WriterHealth
 from trading.recovery import CrashRecovery, ReconciliationMismatch, load_resume_point
 
@@ -53,7 +54,7 @@ class PersistenceSettings:
     """The ``persistence:`` section of a bot config (all optional)."""
 
     url: str | None = None  # None: $ATF_DATABASE_URL, else sqlite:///$ATF_DB_PATH
-    spool_dir: str = "state/audit-spool"  # one folder per database
+    spool_dir: str | None = None  # None: the database's own (`default_spool_dir`)
     batch_size: int = 500
     batch_delay: float = 0.0  # seconds to wait for a batch to fill (0: write what is queued)
     retry_initial: float = 0.1
@@ -63,6 +64,7 @@ class PersistenceSettings:
     state_interval: float = 1.0  # paper broker state saves
     resume: bool = True  # False: a new bot instance with a clean slate
     close_timeout: float = 30.0
+    checkpoint_interval: float | None = 1.0  # SQLite WAL checkpoints (None: in the commits)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any] | None) -> PersistenceSettings:
@@ -217,9 +219,10 @@ def attach_audit(
             resume=s.resume,
             config_hash=None if config is None else config_hash(config),
         )
-        spool = EventSpool(spool_path(s.spool_dir, name, info.id))
+        spool_dir = Path(s.spool_dir) if s.spool_dir else default_spool_dir(engine.url)
+        spool = EventSpool(spool_path(spool_dir, name, info.id))
         book = PaperBrokerState(initial_cash)
-        state_file = BrokerStateFile(Path(s.spool_dir) / f"{spool.path.stem}.broker.json")
+        state_file = BrokerStateFile(spool_dir / f"{spool.path.stem}.broker.json")
         holder: list[AuditSession] = []
         writer = AuditWriter(
             engine,
@@ -231,6 +234,7 @@ def attach_audit(
             retry_max=s.retry_max,
             heartbeat_interval=s.heartbeat_interval,
             equity_interval=s.equity_interval,
+            checkpoint_interval=s.checkpoint_interval,
             equity_source=equity_source or (lambda: holder[0]._equity()),
             periodic=[(s.state_interval, lambda: holder[0]._save_state())]
             if mode == "paper"

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BUS_SPOOL = ".bus"  # in the output folder: events the queued services had not taken yet
+OLD_SPOOL_DIR = "state/audit-spool"  # the audit spool's default before it left the output folder
 BUS_QUEUE = 8192
 DRAIN_TIMEOUT = 30.0
 NOTIFIER_CLOSE_TIMEOUT = 5.0
@@ -87,14 +88,34 @@ def audit_enabled(config: BotConfig, mode: str) -> bool:
 
 def audit_settings(config: BotConfig, output_dir: Path | None) -> PersistenceSettings:
     """Return the writer's settings: the URL falls back to `database.url` (then the
-    environment), a relative `spool_dir` is inside `output_dir`."""
+    environment); the spool folder does not depend on `output_dir`, so a bot restarted with
+    another ``--output`` replays what its predecessor left. Unset, it is the database's
+    (`default_spool_dir`); a relative `spool_dir` is from the working directory, like a
+    relative SQLite path."""
     from trading.audit_session import PersistenceSettings
 
     section = config.persistence
     values = section.model_dump(exclude={"enabled"})
     values["url"] = section.url or config.database.url
-    values["spool_dir"] = resolve_location(section.spool_dir, output_dir)
+    if section.spool_dir is not None:
+        values["spool_dir"] = os.path.abspath(os.path.expanduser(section.spool_dir))
+    elif output_dir is not None:
+        _warn_of_old_spool(output_dir / OLD_SPOOL_DIR, values["url"])
     return PersistenceSettings(**values)
+
+
+def _warn_of_old_spool(folder: Path, url: str | None) -> None:
+    """Say so if the spool folder inside the output folder (before 2026-12) holds records."""
+    left = [p for p in folder.glob("audit-*.jsonl") if p.stat().st_size > 0] if folder.is_dir() else []
+    if left:
+        from trading.persistence.spool_location import default_spool_dir
+
+        log.warning(
+            "%d audit spool file(s) in %s, the spool folder of older atf versions, are not "
+            "replayed from there: move them and their .broker.json files to %s (the default "
+            "now), or set persistence.spool_dir: %s", len(left), folder, default_spool_dir(url),
+            folder.resolve(),
+        )
 
 
 def resolve_location(value: str, output_dir: Path | None) -> str:

@@ -85,10 +85,12 @@ class PersistenceSection(StrictModel):
         description="SQLAlchemy URL; write a password as ${VAR}. Default: database.url, else ATF_DATABASE_URL, "
         "else sqlite:///$ATF_DB_PATH (./atf.db). The database must be at head: `atf db upgrade`.",
     )
-    spool_dir: str = Field(
-        "state/audit-spool",
-        description="Spool files and saved paper broker states; a relative path is inside the bot's output "
-        "folder. A restarted bot must find it again: keep the same --output, or give an absolute path.",
+    spool_dir: str | None = Field(
+        None,
+        description="Spool files and saved paper broker states. Default: the database's own folder, "
+        "<database file>-spool beside a SQLite file, else $XDG_STATE_HOME/atf/spool/<database> "
+        "(~/.local/state); never inside --output, so a restarted bot finds what a crashed one left. "
+        "A relative path is from the working directory, like a relative SQLite path.",
     )
     batch_size: int = Field(500, ge=1, description="Most events written per transaction.")
     batch_delay: float = Field(0.0, ge=0, description="Seconds the writer waits for a batch to fill.")
@@ -102,6 +104,10 @@ class PersistenceSection(StrictModel):
     )
     close_timeout: float = Field(
         30.0, ge=0, description="Seconds the stop waits for the database before leaving the rest in the spool."
+    )
+    checkpoint_interval: float | None = Field(
+        1.0, gt=0, description="SQLite: seconds between WAL checkpoints, run on a thread of their own instead of "
+        "in the writer's commits (sooner when the WAL passes 4 MB); null: SQLite's own, in the commits.",
     )
 
     @model_validator(mode="before")

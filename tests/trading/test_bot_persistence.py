@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from collections import Counter
 from dataclasses import fields
 from decimal import Decimal
@@ -18,6 +19,7 @@ import pytest
 from click.testing import Result
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from typer.testing import CliRunner
 
 from trading.audit_session import PersistenceSettings
@@ -29,6 +31,7 @@ from trading.config_services import PersistenceSection
 from trading.data import generate_ohlcv
 from trading.events import Event, OrderEvent, OrderFill
 from trading.persistence import (
+    event_key,
     list_orders,
     list_trades,
     load_positions,
@@ -37,6 +40,9 @@ from trading.persistence import (
     upgrade_database,
 )
 from trading.persistence.db import read_connection
+from trading.persistence.spool import EventSpool
+from trading.persistence.spool_location import default_spool_dir
+from trading.persistence.writer import AuditWriter
 from trading.positions import Position
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,6 +71,7 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     bars.iloc[:200].rename_axis("datetime").to_csv(tmp_path / "first.csv")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ATF_DATABASE_URL", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg-state"))  # PostgreSQL's spools
     return tmp_path
 
 
@@ -106,7 +113,9 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
     return seen
 
 
-def paper(work: Path, persistence: str, *, bars: str = "bars.csv", **env: str) -> Result:
+def paper(
+    work: Path, persistence: str, *, bars: str = "bars.csv", output: str = "out", **env: str
+) -> Result:
     """Run `atf paper` on `bars` with the `persistence:` YAML given; return the CLI result."""
     (work / "bot.yaml").write_text(CONFIG + "\npersistence:\n" + persistence)
     (work / "result.json").unlink(missing_ok=True)
@@ -120,12 +129,17 @@ def paper(work: Path, persistence: str, *, bars: str = "bars.csv", **env: str) -
             "--speed",
             "max",
             "-o",
-            "out",
+            output,
             "--json",
             "result.json",
         ],
         env={"COLUMNS": "200", **env},
     )
+
+
+def recorded(engine: Engine) -> list[str]:
+    with read_connection(engine) as conn:
+        return list(conn.execute(text("SELECT event_key FROM order_events")).scalars())
 
 
 def count(engine: Engine, sql: str) -> int:
@@ -166,8 +180,8 @@ def test_atf_paper_records_every_order_event_fill_and_trade_the_bot_made(
     assert tuple(instance) == ("stopped", "end_of_data")
     audit = result["diagnostics"]["audit"]
     assert audit["all_written"] and audit["bot_instance_id"] == 1 and audit["refused"] is None
-    spool_dir = work / "out" / "state" / "audit-spool"  # relative: in the output folder
-    assert (work / audit["spool"]).parent == spool_dir
+    spool_dir = Path(audit["spool"]).parent  # the database's, not in the output folder
+    assert spool_dir == default_spool_dir(db_url) and not spool_dir.is_relative_to(work / "out")
     assert (spool_dir / "audit-rsi_bb_atr-1.broker.json").stat().st_size > 0
     # the URL's password (PostgreSQL's) is in no output, result or log line
     password = make_engine(db_url).url.password
@@ -275,16 +289,88 @@ def test_the_audit_trail_is_on_for_paper_and_live_with_the_section_or_atf_databa
     assert audit_enabled(parse_config(CONFIG + "\n" + yaml), mode) is expected
 
 
-def test_a_relative_spool_dir_is_in_the_output_folder_and_the_url_falls_back_to_database(
-    tmp_path: Path,
+def test_the_spool_dir_never_depends_on_the_output_folder_and_the_url_falls_back_to_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     cfg = parse_config(CONFIG + "\ndatabase: {url: 'sqlite:///main.db'}\npersistence:\n")
-    settings = audit_settings(cfg, tmp_path)
-    assert settings.spool_dir == str(tmp_path / "state" / "audit-spool")
+    settings = audit_settings(cfg, tmp_path / "out")
+    assert settings.spool_dir is None  # attach_audit takes the database's own folder
     assert settings.url == "sqlite:///main.db"
+    assert default_spool_dir(settings.url) == tmp_path / "main.db-spool"
+    relative = parse_config(CONFIG + "\npersistence: {spool_dir: state/spool}\n")
+    for output in (tmp_path / "out", tmp_path / "other", None):  # from the working directory
+        assert audit_settings(relative, output).spool_dir == str(tmp_path / "state" / "spool")
     absolute = parse_config(CONFIG + f"\npersistence: {{spool_dir: {tmp_path / 's'}}}\n")
     assert audit_settings(absolute, tmp_path / "out").spool_dir == str(tmp_path / "s")
     assert audit_settings(absolute, None).url is None  # then ATF_DATABASE_URL, then atf.db
+
+
+def test_the_default_spool_dir_of_postgresql_is_in_the_users_state_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql+psycopg://atf:secret@db.example:5433/audit"
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    assert default_spool_dir(url) == tmp_path / "atf" / "spool" / "postgresql-db.example-5433-audit"
+    monkeypatch.delenv("XDG_STATE_HOME")
+    home = Path.home() / ".local" / "state" / "atf" / "spool"
+    assert default_spool_dir(url).parent == home and "secret" not in str(default_spool_dir(url))
+    assert default_spool_dir("sqlite://").parent == home  # in memory: no file to sit beside
+
+
+def test_a_restart_with_another_output_folder_replays_the_spool_a_crashed_run_left(
+    work: Path, sqlite_url: str, spy: Spy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    upgrade_database(sqlite_url)
+    write = AuditWriter._write
+    writes = [0]
+
+    def failing(self: AuditWriter, events: Any) -> None:  # the disk fails after 3 batches
+        writes[0] += 1
+        if writes[0] > 3:
+            raise OperationalError("INSERT", {}, sqlite3.OperationalError("disk I/O error"))
+        write(self, events)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(AuditWriter, "_write", failing)
+        first = paper(work, f"  url: {sqlite_url}\n", bars="first.csv", output="run-1")
+    assert first.exit_code == 0, first.output
+    crashed = json.loads((work / "result.json").read_text())["diagnostics"]["audit"]
+    assert not crashed["all_written"]  # the instance stays "running": a crash, to the restart
+    spool = Path(crashed["spool"])
+    assert spool.parent == work / "audit.db-spool"
+    left = len(EventSpool(spool))
+    spooled = {
+        event_key(e) for e in EventSpool(spool).peek(left).events if isinstance(e, OrderEvent)
+    }
+    engine = make_engine(sqlite_url)
+    assert left > 0 and not spooled & set(recorded(engine))
+
+    second = paper(work, f"  url: {sqlite_url}\n", bars="first.csv", output="run-2")
+    assert second.exit_code == 0, second.output
+    audit = json.loads((work / "result.json").read_text())["diagnostics"]["audit"]
+    assert audit["all_written"] and audit["resumed"] and audit["refused"] is None
+    assert Path(audit["spool"]) == spool and len(EventSpool(spool)) == 0
+    assert spy.bot.audit is not None and spy.bot.audit.writer.replayed == left
+    assert spooled and spooled <= set(recorded(engine))  # and those events are in the database
+    assert not (work / "run-2" / "state").exists()  # nothing looked for inside --output
+    engine.dispose()
+
+
+def test_a_spool_in_the_old_default_folder_inside_output_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    old = tmp_path / "out" / "state" / "audit-spool"
+    old.mkdir(parents=True)
+    (old / "audit-rsi_bb_atr-1.jsonl").write_text('{"type": "x"}\n')
+    db = tmp_path / "a.db"
+    cfg = parse_config(CONFIG + f"\npersistence: {{url: 'sqlite:///{db}'}}\n")
+    with caplog.at_level(logging.WARNING, logger="trading.bot_services"):
+        audit_settings(cfg, tmp_path / "other")
+        assert "spool folder of older atf versions" not in caplog.text
+        audit_settings(cfg, tmp_path / "out")
+    assert f"1 audit spool file(s) in {old}" in caplog.text
+    assert str(tmp_path / "a.db-spool") in caplog.text
 
 
 def test_a_misspelt_or_invalid_persistence_key_is_a_config_error_naming_it() -> None:
