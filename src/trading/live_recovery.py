@@ -1,15 +1,19 @@
-"""A resumed live bot checks its record against the venue before it trades (docs/live.md).
+"""A resumed live bot checks its record against the venue before it trades (docs/live.md, "Restart").
 
 The previous run of a bot with a `persistence:` section left its orders and positions in the
-database. Before the strategy takes its first bar, `reconcile_at_start` compares the database's
-open orders and positions with the venue's account (a `trading.reconcile.BrokerView`):
+database. Before the strategy takes its first bar, `reconcile_at_start`:
 
-* corrections and mismatches are written as ``reconciliation`` events (`reconcile_with_broker`),
-  and an unexplained difference refuses the run (`ReconciliationMismatch`);
-* the new run's strategy starts flat: it cannot adopt orders or positions of the earlier run
-  yet, so when the database and the venue agree that some are still open, the run is refused
-  too (`OpenFromEarlierRun`), naming them: close them at the venue, or start a new bot instance
-  (``persistence.resume: false``).
+1. looks up every order the database still has open at the venue by its client order id and
+   records what the venue did while the bot was down (`trading.live_catchup`): fills with the
+   venue's trade ids, fees and times, the round trip closed with the filled leg's exit reason,
+   the other protective leg cancelled at the venue when one filled;
+2. compares the corrected database's open orders and positions with the venue's account (a
+   `trading.reconcile.BrokerView`): corrections and mismatches are written as
+   ``reconciliation`` events (`reconcile_with_broker`), and an unexplained difference refuses
+   the run (`ReconciliationMismatch`), e.g. a position the bot does not know;
+3. the new run's strategy starts flat: when the database and the venue agree that some orders
+   or positions are still open, the run is refused (`OpenFromEarlierRun`), naming them: close
+   them at the venue, or start a new bot instance (``persistence.resume: false``).
 
 On a ccxt venue the view is `CcxtBrokerView` (working orders under the bot's client order ids).
 Its prices and amounts are the venue's, rounded to the tick and the lot step; the database keeps
@@ -82,9 +86,10 @@ class SpotAwareView:
 
 
 def reconcile_at_start(audit: Any, broker: Any, symbols: Sequence[str]) -> None:
-    """Check a resumed live bot's database against the venue; raise when it may not trade."""
+    """Bring a resumed live bot's database up to the venue and check it; raise when it may not trade."""
     if audit is None or not audit.info.resumed:
         return
+    from trading.live_catchup import catch_up
     from trading.persistence.recovery import load_open_orders, load_positions
     from trading.reconcile import reconcile_with_broker
 
@@ -99,9 +104,13 @@ def reconcile_at_start(audit: Any, broker: Any, symbols: Sequence[str]) -> None:
         return
     if not execution.venue.connected:
         execution.connect()
+    caught = catch_up(engine, instance, execution.venue, db_orders, db_positions)
     view = SpotAwareView(execution.venue, symbols, db_orders, db_positions)
-    rec = reconcile_with_broker(engine, instance, view)
+    rec = reconcile_with_broker(engine, instance, view, unrecorded=caught.events)
     rec.raise_if_mismatched()
+    if caught.events:
+        log.info("resumed bot instance %d: %d events of the venue while it was down recorded",
+                 instance, len(caught.events))
     left_orders, left_positions = view.open_orders(), [p for p in view.positions() if p.quantity != 0]
     if left_orders or left_positions:
         raise OpenFromEarlierRun(_describe(left_orders, left_positions, "the venue",

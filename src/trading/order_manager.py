@@ -157,6 +157,12 @@ class OrderManager:
         self._finish()
         return first, second
 
+    def restore(self, order: Order) -> Order:
+        """Hold an order an earlier run submitted, as it stands (a restart adopts it): no event."""
+        self._check_new([order.client_order_id])
+        self._orders[order.client_order_id] = order
+        return order
+
     def request_cancel(self, client_order_id: ClientOrderId, reason: str = "") -> Order:
         """Mark an open order PENDING_CANCEL and ask the venue to cancel it (idempotent)."""
         order = self.get(client_order_id)

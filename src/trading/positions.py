@@ -12,7 +12,7 @@ rounding to half up) must not change an average price or a fee split.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -161,6 +161,15 @@ class PositionManager:
             ts=fill.ts,
             order_id=str(fill.client_order_id),
         )
+
+    def restore(self, fills: Iterable[OrderFill]) -> None:
+        """Rebuild positions from fills an earlier run told already (a restart): nothing is published."""
+        bus, self._bus = self._bus, None
+        try:
+            for fill in fills:
+                self.on_fill(None, fill)  # type: ignore[arg-type]  # the order is not read
+        finally:
+            self._bus = bus
 
     def apply_fill(
         self,

@@ -13,15 +13,18 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from trading.events import OrderPartiallyFilled
 from trading.orders import ClientOrderId, Order, OrderSide, OrderStatus, OrderType
 from trading.persistence.audit import AuditBatch
 from trading.persistence.db import read_connection
-from trading.persistence.models import OrderRecord, PositionRecord, table
+from trading.persistence.models import FillRecord, OrderRecord, PositionRecord, Trade, table
 from trading.persistence.position_book import side_of
 from trading.positions import Position
 
 ORDERS = table(OrderRecord)
 POSITIONS = table(PositionRecord)
+FILLS = table(FillRecord)
+TRADES = table(Trade)
 OPEN_STATUSES = tuple(s.value for s in OrderStatus if s.is_open)
 
 
@@ -123,6 +126,43 @@ def load_positions(
         )
         for r in rows
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenRoundTrip:
+    """The open trade of a position: its row's entry tag and time, and the fills it has so far."""
+
+    trade_key: str
+    symbol: str
+    entry_tag: str | None
+    entry_time: datetime | None
+    fills: list[OrderPartiallyFilled]
+
+
+def load_round_trip(engine: Engine, bot_instance_id: int, trade_key: str) -> OpenRoundTrip:
+    """Return the trade `trade_key` with its fills, oldest first (a restart rebuilds the position)."""
+    fills = (
+        select(FILLS)
+        .where(FILLS.c.bot_instance_id == bot_instance_id, FILLS.c.trade_key == trade_key)
+        .order_by(FILLS.c.ts, FILLS.c.id)
+    )
+    trade = select(TRADES.c.entry_tag, TRADES.c.entry_time).where(
+        TRADES.c.bot_instance_id == bot_instance_id, TRADES.c.trade_key == trade_key
+    )
+    with read_connection(engine) as conn:
+        rows = [r._mapping for r in conn.execute(fills)]
+        row = conn.execute(trade).first()
+    told = [
+        OrderPartiallyFilled(
+            ts=r["ts"], client_order_id=ClientOrderId(r["client_order_id"]), symbol=r["symbol"],
+            side=OrderSide(r["side"]), last_qty=r["quantity"], last_price=r["price"], fee=r["fee"],
+            filled_qty=r["quantity"], remaining_qty=Decimal(0), avg_price=r["price"],
+            trade_id=r["venue_trade_id"],
+        )
+        for r in rows
+    ]
+    symbol = rows[0]["symbol"] if rows else ""
+    return OpenRoundTrip(trade_key, symbol, None if row is None else row[0], None if row is None else row[1], told)
 
 
 def record_reconciliation(

@@ -1,0 +1,192 @@
+"""End to end: `atf live` killed with SIGKILL in a position, restarted on the same database (docs/live.md, "Restart").
+
+The bot (rsi_bb_atr on 1m candles) trades at the fake Binance spot market, whose OCO list holds
+the position's stop (STOP_LOSS_LIMIT) and target (LIMIT_MAKER); the audit trail is on SQLite
+or PostgreSQL. Each case waits until the database shows the position and both legs working,
+freezes the fake's clock and kills the process (nothing is saved at a kill -9).
+
+* The stop fills while the bot is down: the restart records the venue's fill (its trade id),
+  closes the round trip with ``stop_loss``, the target is over at the venue and in the record,
+  reconciliation agrees, and the bot trades on.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from tests.e2e.live_configs import SPEED, VENUE_ENV, bot_config, fast_exchange
+from tests.e2e.test_cli_live import _start
+from tests.fakes.fake_exchange import FakeExchange
+from trading.brokers.ccxt_config import CcxtOptions
+from trading.persistence import (
+    TradeView,
+    list_fills,
+    list_orders,
+    list_trades,
+    make_engine,
+    upgrade_database,
+)
+from trading.persistence.db import read_connection
+
+SYMBOL = "BTCUSDT"
+ARGS = ["live", "bot.yaml", "--confirm-live", "--cancel-on-stop", "-o", "out", "--json", "result.json"]
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeExchange]:
+    with fast_exchange() as fx:
+        yield fx
+
+
+def _write_config(work: Path, fake: FakeExchange, url: str, **live: Any) -> None:
+    import yaml
+
+    raw = bot_config(fake, persistence={"url": url, "heartbeat_interval": 0.5})
+    if "websocket" in CcxtOptions.model_fields:  # the fake serves REST only here: poll
+        raw["broker"]["ccxt"]["websocket"] = "off"
+    if live:
+        raw["live"] = live
+    (work / "bot.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def _wait(condition: Callable[[], bool], timeout: float, proc: subprocess.Popen[str] | None = None) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if proc is not None and proc.poll() is not None:
+            return condition()
+        time.sleep(0.05)
+    return False
+
+
+def _legs(fake: FakeExchange) -> list[Any]:
+    with fake.engine.lock:
+        return [o for o in fake.engine.orders.values() if o.is_open and o.side == "SELL"]
+
+
+def _open_in_db(engine: Engine) -> set[str]:
+    return {o.client_order_id for o in list_orders(engine) if o.status in ("accepted", "new", "partially_filled")}
+
+
+def _kill_in_position(work: Path, fake: FakeExchange, engine: Engine) -> tuple[Any, Any, str]:
+    """Run until the position's stop and target work at the venue and in the record; SIGKILL; return them."""
+    proc = _start(ARGS, work, VENUE_ENV)
+    try:
+        def protected() -> bool:
+            legs = _legs(fake)
+            return len(legs) == 2 and {o.client_id for o in legs} <= _open_in_db(engine)
+
+        while True:
+            assert _wait(protected, 150, proc), f"no protected position: {proc.poll()} {_legs(fake)}"
+            fake.clock.set_speed(0)
+            if _wait(lambda: not protected(), 1.0):  # it moved the stop just now: go on
+                fake.clock.set_speed(SPEED)
+                continue
+            break
+    finally:
+        proc.kill()  # SIGKILL: no stop, no state saved
+        proc.communicate(timeout=60)
+    stop = next(o for o in _legs(fake) if o.type == "STOP_LOSS_LIMIT")
+    target = next(o for o in _legs(fake) if o.type == "LIMIT_MAKER")
+    with read_connection(engine) as conn:
+        key = conn.execute(text("SELECT trade_key FROM positions WHERE side = 'long'")).scalar_one()
+    return stop, target, key
+
+
+def _walk(price: float, hold: int) -> list[float]:
+    """`hold` ticks at `price`, then a random walk from there (the bot keeps finding signals)."""
+    steps = np.random.default_rng(7).normal(0.0, 0.0003, 50_000)
+    return [price] * hold + (price * np.exp(np.cumsum(steps))).tolist()
+
+
+def _interrupt(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Ctrl-C (or the run's own end) and its output."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(2)
+        return proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _posted(fake: FakeExchange, since: int) -> list[dict[str, str]]:
+    return [r.params for r in fake.requests[since:] if r.method == "POST"]
+
+
+def _trade(engine: Engine, key: str) -> TradeView:
+    return next(t for t in list_trades(engine) if t.trade_key == key)
+
+
+def _fills_once(engine: Engine, fake: FakeExchange) -> None:
+    """Every venue execution is in the record once; the restart's carry the venue's trade id."""
+    with fake.engine.lock:
+        venue = {str(t["id"]): t for t in fake.engine.trades}
+        orders = {o.order_id: o.client_id for o in fake.engine.orders.values()}
+    fills = list_fills(engine)
+    ids = [f.venue_trade_id for f in fills if f.venue_trade_id is not None]
+    assert len(ids) == len(set(ids)) and set(ids) <= set(venue)
+    db = sorted((f.client_order_id, f.price, f.quantity, f.fee) for f in fills)
+    at_venue = sorted((orders[t["orderId"]], Decimal(t["price"]), Decimal(t["qty"]), Decimal(t["commission"]))
+                      for t in venue.values())
+    assert db == at_venue
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        value = f"sqlite:///{tmp_path / 'audit.db'}"
+    else:
+        value = request.getfixturevalue("postgres_url")
+    upgrade_database(value)
+    return value
+
+
+def test_a_stop_that_filled_while_the_bot_was_down_is_recorded_and_closes_the_trade_at_the_restart(
+    tmp_path: Path, fake: FakeExchange, url: str
+) -> None:
+    _write_config(tmp_path, fake, url)
+    engine = make_engine(url)
+    stop, target, key = _kill_in_position(tmp_path, fake, engine)
+    assert _trade(engine, key).status == "open"
+
+    # While the bot is down the price falls through the stop: the venue sells, the OCO target expires.
+    fake.script(SYMBOL, _walk(float(stop.stop) * 0.999, 8))
+    fake.step(4)
+    fake.engine.advance()
+    assert stop.status == "FILLED" and target.status == "EXPIRED"
+    sold = next(t for t in fake.engine.trades if t["orderId"] == stop.order_id)
+
+    since = len(fake.requests)
+    fake.clock.set_speed(SPEED)
+    proc = _start(ARGS, tmp_path, VENUE_ENV)
+    # The restart records the fill and trades on: a new entry goes out.
+    traded_on = _wait(lambda: any(p.get("side") == "BUY" for p in _posted(fake, since)), 150, proc)
+    out, err = _interrupt(proc)
+    assert traded_on and proc.returncode == 0 and "Stopped: interrupted" in out, err[-5000:]
+
+    trade = _trade(engine, key)
+    assert trade.status == "closed" and trade.exit_reason == "stop_loss", trade
+    assert trade.exit_price == Decimal(sold["price"])
+    stored = {o.client_order_id: o for o in list_orders(engine)}
+    assert stored[stop.client_id].status == "filled" and stored[target.client_id].status == "cancelled"
+    with read_connection(engine) as conn:
+        fill = conn.execute(text("SELECT venue_trade_id, ts FROM fills WHERE client_order_id = :c"),
+                            {"c": stop.client_id}).one()
+        notes = conn.execute(text("SELECT payload FROM order_events WHERE kind = 'reconciliation'")).scalars().all()
+    assert fill[0] == str(sold["id"]) and not [n for n in notes if "unexplained" in str(n)], notes
+    assert not [p for p in _posted(fake, since) if stop.client_id in p.values() or target.client_id in p.values()]
+    _fills_once(engine, fake)
+    engine.dispose()
+
