@@ -23,6 +23,9 @@ Faults are queued per endpoint with `fault(method, path, kind, times)`:
   execution status unknown." (what Binance futures says when its backend is slow)
 
 Every request is recorded in `requests` (method, path, parameters without the signature).
+
+With ``websocket=True`` the spot account's user data stream is served too (`ws`, see
+`fake_exchange_ws`): ccxt.pro's ``watch_orders`` gets an ``executionReport`` at every order change.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import threading
 import time
 from collections import defaultdict, deque
 from dataclasses import dataclass
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
@@ -49,6 +53,7 @@ from tests.fakes.fake_exchange_engine import (
     PricePath,
 )
 from tests.fakes.fake_exchange_futures import MARGIN_SHORT, AlgoOrder, FuturesEngine, FuturesOrder
+from tests.fakes.fake_exchange_ws import FakeUserStream
 
 API_KEY = "fake-api-key-0123456789"
 API_SECRET = "fake-api-secret-9876543210"
@@ -86,6 +91,7 @@ class FakeExchange:
         client_id_lookup: bool = True,
         futures_markets: list[FakeMarket] | None = None,
         futures_wallet: str = "10000",
+        websocket: bool = False,
     ) -> None:
         self.clock = FakeClock(start_ms, speed)
         self.tick_ms = tick_ms
@@ -106,28 +112,35 @@ class FakeExchange:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-exchange", daemon=True)
+        self.ws = FakeUserStream(self.engine, API_KEY, API_SECRET) if websocket else None
 
     # ------------------------------------------------------------------ control
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def api_urls(self) -> dict[str, str]:
+    def api_urls(self) -> dict[str, Any]:
         """The `exchange.urls['api']` entries that point ccxt's binance client here."""
         base = self.url
-        urls = {"public": f"{base}/api/v3", "private": f"{base}/api/v3", "v1": f"{base}/api/v1",
+        urls: dict[str, Any] = {"public": f"{base}/api/v3", "private": f"{base}/api/v3", "v1": f"{base}/api/v1",
                 "sapi": f"{base}/sapi/v1"}
         for side in ("Public", "Private"):
             urls[f"fapi{side}"] = f"{base}/fapi/v1"
             for v in ("V2", "V3"):
                 urls[f"fapi{side}{v}"] = f"{base}/fapi/{v.lower()}"
+        if self.ws is not None:
+            urls["ws"] = self.ws.urls()
         return urls
 
     def start(self) -> Self:
         self._thread.start()
+        if self.ws is not None:
+            self.ws.start()
         return self
 
     def close(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
         self._server.shutdown()
         self._server.server_close()
 
@@ -149,6 +162,17 @@ class FakeExchange:
             self.futures.advance()
             path = self.engine.paths[symbol]
             path.script(path.index_at(self.clock.now_ms()), prices)
+
+    def match(self) -> None:
+        """Match the resting orders against the ticks so far now, without waiting for a request."""
+        with self.engine.lock, self.futures.lock:
+            self.engine.advance()
+            self.futures.advance()
+
+    def fill(self, client_id: str, qty: str, price: str | None = None) -> None:
+        """Execute `qty` of the open spot order `client_id` now (a partial fill; at its limit by default)."""
+        order = next(o for o in self.orders_by_client_id(client_id) if o.is_open)
+        self.engine.fill_part(order, Decimal(qty), None if price is None else Decimal(price))
 
     def step(self, ticks: int = 1) -> None:
         """Move the frozen clock on by `ticks` price ticks."""

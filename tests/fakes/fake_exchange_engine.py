@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, Decimal
 
@@ -154,6 +155,9 @@ class Engine:
         self._trade_ids = itertools.count(5001)
         self._lists = itertools.count(1)
         self._tick: dict[str, int] = {s: p.index_at(clock.now_ms()) for s, p in paths.items()}
+        # Called (under the lock) at every change of an order: (order, execution type, trade or None);
+        # the execution types of Binance's executionReport: NEW, TRADE, CANCELED, EXPIRED.
+        self.listeners: list[Callable[[FakeOrder, str, dict | None], None]] = []
 
     # ------------------------------------------------------------------ queries
     def price(self, symbol: str) -> Decimal:
@@ -215,8 +219,14 @@ class Engine:
             order = self._build(m, p, cid)
             self._lock_funds(m, order)
             self.orders[order.order_id] = order
+            self._notify(order, "NEW")
             self._on_arrival(order)
             return order
+
+    def fill_part(self, order: FakeOrder, qty: Decimal, price: Decimal | None = None) -> None:
+        """Execute `qty` of an open order now (a partial fill, as a thin book would), as a maker at its price."""
+        with self.lock:
+            self._fill(order, qty, price or order.price or self.price(order.symbol), self.clock.now_ms(), maker=True)
 
     def new_oco(self, p: dict[str, str]) -> tuple[int, list[FakeOrder]]:
         """POST /api/v3/orderList/oco: LIMIT_MAKER above and STOP_LOSS(_LIMIT) below, one quantity."""
@@ -248,6 +258,8 @@ class Engine:
             for leg in (above, below):
                 leg.list_id = list_id
                 self.orders[leg.order_id] = leg
+            for placed in (above, below):
+                self._notify(placed, "NEW")
             above.locked = need  # the list holds one lock
             return list_id, [above, below]
 
@@ -358,6 +370,7 @@ class Engine:
         o.quote_executed += quote
         o.update_time = t
         o.status = "FILLED" if o.executed == o.qty else "PARTIALLY_FILLED"
+        self._notify(o, "TRADE", trade)
         if o.status == "FILLED":
             self._unlock(holder if holder is o else o)
             for other in self._list_of(o):
@@ -380,9 +393,14 @@ class Engine:
         self.free[asset] += o.locked
         o.locked = ZERO
 
+    def _notify(self, o: FakeOrder, execution: str, trade: dict | None = None) -> None:
+        for listener in self.listeners:
+            listener(o, execution, trade)
+
     def _close(self, o: FakeOrder, status: str) -> None:
         o.status = status
         o.update_time = self.clock.now_ms()
+        self._notify(o, status)
         holder = self._owner_of_lock(o)
         if holder is o or all(not x.is_open for x in self._list_of(o)):
             self._unlock(holder)

@@ -117,6 +117,15 @@ class CcxtBroker(bt.BrokerBase):
         self._send_unsent()
         self.execution.pump(poll=True)
 
+    def stop(self) -> None:
+        """Cerebro's end of the run: stop the order stream (the venue stays readable by REST)."""
+        super().stop()
+        self.close()
+
+    def close(self) -> None:
+        """Stop the order stream and its thread (idempotent; the live run calls it on the way out)."""
+        self.execution.close()
+
     def get_notification(self) -> bt.Order | None:
         return self.notifs.popleft() if self.notifs else None
 

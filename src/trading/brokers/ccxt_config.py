@@ -22,6 +22,7 @@ passphrase), where PREFIX is `env_prefix` or the exchange id in upper case (``BI
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -88,6 +89,14 @@ class CcxtOptions(_Strict):
         None, ge=0, description="ccxt's least spacing of two requests, in ms; default: the venue's own."
     )
     poll_interval: float = Field(2.0, ge=0, description="Seconds between two polls of the venue's order state.")
+    websocket: Literal["auto", "on", "off"] = Field(
+        "auto", description="Order updates by websocket (ccxt.pro watchOrders): auto: when ccxt.pro and the "
+        "venue have it; on: required (an error otherwise); off: polling only.",
+    )
+    stream_poll_interval: float = Field(
+        30.0, ge=0, description="Seconds between two safety-net polls while the order stream is up "
+        "(poll_interval applies while it is down).",
+    )
     stop_limit_offset: float = Field(
         0.005, ge=0, lt=0.5, description="Limit of a stop-limit sent for a stop: this fraction beyond the trigger."
     )
@@ -96,7 +105,10 @@ class CcxtOptions(_Strict):
     )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     circuit_breaker: BreakerSettings = Field(default_factory=BreakerSettings)
-    urls: dict[str, str] | None = Field(None, description="Override of the venue's API base URLs (proxies, tests).")
+    urls: dict[str, str | dict[str, Any]] | None = Field(
+        None, description="Override of the venue's API base URLs (proxies, tests); under `ws`, of ccxt.pro's "
+        "websocket URLs (merged into urls['api']['ws'], e.g. {spot: ..., ws-api: {spot: ...}}).",
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="Extra ccxt exchange options.")
 
 
@@ -119,6 +131,9 @@ class CcxtSettings(CcxtOptions):
                              "use USDⓈ-M (binanceusdm)")
         if self.exchange in FUTURES_IDS and self.market == "spot":
             raise ValueError(f"{self.exchange} trades USDⓈ-M futures only: set market: future (or type: binance)")
+        nested = [k for k, v in (self.urls or {}).items() if not isinstance(v, str) and k != "ws"]
+        if nested or not isinstance((self.urls or {}).get("ws", {}), dict):
+            raise ValueError("urls: every entry is a base URL, but `ws`: a mapping of websocket URLs")
         if not self.futures:
             knobs = [k for k in ("leverage", "margin_mode") if getattr(self, k) is not None]
             knobs += ["close_position"] if self.close_position else []
@@ -225,6 +240,15 @@ def credentials_from_env(settings: CcxtSettings, environ: Mapping[str, str] | No
     return Credentials(
         SecretStr(env[key_name]), SecretStr(env[secret_name]), SecretStr(password) if password else None
     )
+
+
+def import_ccxt_pro(why: str) -> Any:
+    """Import ccxt.pro (part of ccxt since 1.95) or say what needs it."""
+    try:
+        pro = importlib.import_module("ccxt.pro")  # honours a None in sys.modules (a missing ccxt.pro)
+    except ImportError as exc:
+        raise ImportError(f"{why} needs ccxt.pro (ccxt >= 1.95: {LIVE_EXTRA}), which cannot be imported: {exc}") from exc
+    return pro
 
 
 def import_ccxt() -> Any:

@@ -40,6 +40,7 @@ from trading.brokers.ccxt_futures import FuturesSetupError, VenuePosition
 from trading.brokers.ccxt_orders import OrderRefused, PlaceRequest, VenueOrder
 from trading.brokers.ccxt_protection import ProtectiveOrders, Tracked
 from trading.brokers.ccxt_resilience import VenueUnavailable
+from trading.brokers.ccxt_stream import StreamedOrders
 from trading.brokers.ccxt_venue import CcxtVenue
 from trading.events import ConnectionLost, ConnectionRestored, Halted, Resumed
 from trading.order_manager import CancelRequest, ModifyRequest, OrderManager
@@ -52,7 +53,7 @@ _KINDS = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.STOP: 
 CIRCUIT_OPEN = "CIRCUIT_OPEN"
 
 
-class CcxtExecution(ProtectiveOrders):
+class CcxtExecution(ProtectiveOrders, StreamedOrders):
     """See the module docstring."""
 
     def __init__(
@@ -163,11 +164,11 @@ class CcxtExecution(ProtectiveOrders):
         An unreachable venue never raises out of here: what could not be done is tried again
         at the next pump (the circuit breaker counts the failures).
         """
-        due = self._clock() - self._last_poll >= self.venue.settings.poll_interval
+        due = self._clock() - self._last_poll >= self.poll_interval()  # longer while the order stream is up
         polling = bool(poll) or (poll is None and due)
         stages = [self._reconnect] if self._resync else []
         self._resync = False
-        stages += [self._apply_modifies, self.flush_cancels, self._send_new]
+        stages += [self.apply_stream, self._apply_modifies, self.flush_cancels, self._send_new]
         # Cancels go before sends: a replacement must not meet the coins its predecessor holds.
         if polling:
             self._last_poll = self._clock()

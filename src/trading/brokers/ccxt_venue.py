@@ -33,7 +33,7 @@ from typing import Any
 
 from trading.brokers import ccxt_binance, ccxt_futures
 from trading.brokers.ccxt_binance import TRIGGER
-from trading.brokers.ccxt_config import CcxtSettings, Credentials, import_ccxt
+from trading.brokers.ccxt_config import CcxtSettings, Credentials, import_ccxt, import_ccxt_pro
 from trading.brokers.ccxt_futures import VenuePosition
 from trading.brokers.ccxt_orders import (
     CONDITIONAL_KINDS,
@@ -54,6 +54,7 @@ from trading.brokers.ccxt_resilience import (
     ScrubFilter,
     VenueUnavailable,
 )
+from trading.brokers.ccxt_stream import OrderStream, order_stream
 from trading.suggest import did_you_mean
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,15 @@ def unified_symbol(exchange: Any, name: str) -> str:
 
 
 def build_exchange(settings: CcxtSettings, credentials: Credentials | None = None, *,
-                   asynchronous: bool = False) -> Any:
-    """A ccxt exchange (``ccxt`` or ``ccxt.async_support``) configured from the settings."""
+                   asynchronous: bool = False, pro: bool = False) -> Any:
+    """A ccxt exchange (``ccxt``, ``ccxt.async_support`` or ``ccxt.pro``) configured from the settings.
+
+    The same keys, sandbox and URL overrides whichever the module; ``urls['ws']`` is merged
+    into ccxt.pro's websocket URLs.
+    """
     ccxt = import_ccxt()
-    module: Any = importlib.import_module("ccxt.async_support") if asynchronous else ccxt
+    module: Any = import_ccxt_pro("websocket order updates") if pro else (
+        importlib.import_module("ccxt.async_support") if asynchronous else ccxt)
     cls = getattr(module, settings.ccxt_id, None)
     if cls is None or settings.ccxt_id not in ccxt.exchanges:
         hint = did_you_mean(settings.ccxt_id, ccxt.exchanges)
@@ -114,14 +120,25 @@ def build_exchange(settings: CcxtSettings, credentials: Credentials | None = Non
     if settings.testnet:
         _sandbox(exchange, settings, ccxt)
     if settings.urls:
+        rest = {k: v for k, v in settings.urls.items() if isinstance(v, str)}
         api = exchange.urls.get("api")
         if isinstance(api, dict):
-            exchange.urls["api"] = {**api, **settings.urls}
+            exchange.urls["api"] = {**api, **rest}
+            ws = settings.urls.get("ws")
+            if pro and isinstance(ws, dict):
+                exchange.urls["api"]["ws"] = _merged(api.get("ws") or {}, ws)
         else:
-            exchange.urls["api"] = settings.urls.get("api", api)
+            exchange.urls["api"] = rest.get("api", api)
         if settings.ccxt_id.startswith("binance"):
             ccxt_binance.keep_market_exceptions(exchange, "linear" if settings.futures else "spot")
     return exchange
+
+
+def _merged(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
 
 
 def _sandbox(exchange: Any, settings: CcxtSettings, ccxt: Any) -> None:
@@ -171,6 +188,8 @@ class CcxtVenue:
                            resync=self.sync_time, retry_after=self._retry_after, sleep=sleep)
         self.connected = False
         self._algo: dict[str, str | None] = {}  # algo order id -> the regular order it placed, once known
+        # Order updates by websocket (None: polling only); started at connect, see ccxt_stream.
+        self.stream: OrderStream | None = order_stream(settings, credentials, self)
 
     # ------------------------------------------------------------------ connection
     def connect(self) -> None:
@@ -181,6 +200,13 @@ class CcxtVenue:
         if self.settings.futures:
             ccxt_futures.require_one_way(self)
         self.connected = True
+        if self.stream is not None:
+            self.stream.start(self.exchange)
+
+    def close(self) -> None:
+        """Stop the order stream (its thread and websocket); the REST client holds nothing open."""
+        if self.stream is not None:
+            self.stream.stop()
 
     def sync_time(self) -> None:
         """Measure the offset of the venue's clock; ccxt signs requests on the venue's time."""
@@ -414,6 +440,10 @@ class CcxtVenue:
         ccxt_futures.configure_symbol(self, symbol, self.settings.leverage, self.settings.margin_mode)
 
     # ------------------------------------------------------------------ parsing
+    def parse(self, raw: dict[str, Any]) -> VenueOrder:
+        """A ccxt order (e.g. one the order stream delivered) as a VenueOrder."""
+        return self._order(raw)
+
     def _order(self, raw: dict[str, Any]) -> VenueOrder:
         info = ccxt_binance.algo_info(raw)
         if info is None:

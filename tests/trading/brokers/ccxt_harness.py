@@ -22,9 +22,13 @@ T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def section(fake: FakeExchange, **ccxt: Any) -> dict[str, Any]:
-    """A broker section for the fake: fast retries, no client-side spacing, poll on every pump."""
+    """A broker section for the fake: fast retries, no client-side spacing, poll on every pump.
+
+    The order stream is on (`auto`) when the fake serves its websocket, off otherwise.
+    """
     own = {"urls": fake.api_urls(), "poll_interval": 0.0, "rate_limit_ms": 1, "timeout_ms": 2000,
-           "retry": {"attempts": 4, "base_delay": 0.01, "max_delay": 0.05}, **ccxt}
+           "retry": {"attempts": 4, "base_delay": 0.01, "max_delay": 0.05},
+           "websocket": "auto" if fake.ws is not None else "off", **ccxt}
     return {"type": "binance", "trading_mode": "paper", "ccxt": own}
 
 
