@@ -149,6 +149,12 @@ class BacktraderOrders:
             tag=leg,
         )
 
+    def adopt(self, order: bt.Order, cid: ClientOrderId) -> None:
+        """Hold a backtrader order for `cid`, an order the manager already has (a restart adopts it)."""
+        self._bt[cid], self._ids[order.ref] = order, cid
+        self._reported[order.ref] = abs(order.executed.size)
+        order.addinfo(client_order_id=cid)
+
     def id_of(self, order: bt.Order) -> ClientOrderId | None:
         return self._ids.get(order.ref)
 

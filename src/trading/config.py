@@ -293,6 +293,14 @@ class RiskSection(StrictModel):
     )
 
 
+class LiveSection(StrictModel):
+    on_restart: Literal["adopt", "refuse"] = Field(
+        "adopt",
+        description="A resumed live bot (persistence) whose earlier run left a position with its stop and "
+        "target at the venue: adopt them and keep managing the trade, or refuse to start (docs/live.md).",
+    )
+
+
 class DatabaseSection(StrictModel):
     enabled: bool = True
     url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///atf.db (or ATF_DATABASE_URL).")
@@ -315,6 +323,7 @@ class BotConfig(StrictModel):
     logging: LoggingSection = Field(default_factory=LoggingSection)
     ledger: LedgerSection = Field(default_factory=LedgerSection)
     persistence: PersistenceSection = Field(default_factory=PersistenceSection)
+    live: LiveSection = Field(default_factory=LiveSection)
     telegram: TelegramConfig = Field(default_factory=TelegramConfig)
     email: EmailConfig = Field(default_factory=EmailConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)

@@ -11,9 +11,11 @@ database. Before the strategy takes its first bar, `reconcile_at_start`:
    `trading.reconcile.BrokerView`): corrections and mismatches are written as
    ``reconciliation`` events (`reconcile_with_broker`), and an unexplained difference refuses
    the run (`ReconciliationMismatch`), e.g. a position the bot does not know;
-3. the new run's strategy starts flat: when the database and the venue agree that some orders
-   or positions are still open, the run is refused (`OpenFromEarlierRun`), naming them: close
-   them at the venue, or start a new bot instance (``persistence.resume: false``).
+3. what is still open then (a position and its working stop and target) is adopted
+   (``live.on_restart: adopt``, the default): the result is an `Adoption` that the strategy
+   takes over at its first live bar (`trading.live_adopt`). With ``live.on_restart: refuse``,
+   or when something cannot be adopted (an entry or a partial target still working), the run
+   is refused (`OpenFromEarlierRun`), naming them.
 
 On a ccxt venue the view is `CcxtBrokerView` (working orders under the bot's client order ids).
 Its prices and amounts are the venue's, rounded to the tick and the lot step; the database keeps
@@ -29,17 +31,49 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trading.exceptions import ATFError
 from trading.positions import Position
+
+if TYPE_CHECKING:
+    from trading.brokers.ccxt_orders import VenueOrder
+    from trading.persistence.recovery import OpenRoundTrip, StoredOrder
 
 log = logging.getLogger(__name__)
 
 
 class OpenFromEarlierRun(ATFError):
-    """The venue still holds orders or positions of the bot's earlier run, which a new run cannot adopt."""
+    """The venue still holds orders or positions of the bot's earlier run, which this run does not adopt."""
+
+
+ADOPTABLE_LEGS = ("sl", "tp")
+
+
+@dataclass(frozen=True)
+class AdoptedLeg:
+    """A protective order of the earlier run, working at the venue (`venue` None: held back locally)."""
+
+    stored: StoredOrder
+    venue: VenueOrder | None
+
+
+@dataclass(frozen=True)
+class AdoptedPosition:
+    """One symbol's open position from the earlier run, its round trip and its working legs."""
+
+    position: Position
+    trip: OpenRoundTrip
+    legs: tuple[AdoptedLeg, ...]
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What a restarted live run takes over, by the bot's symbol name."""
+
+    positions: dict[str, AdoptedPosition]
 
 
 class SpotAwareView:
@@ -85,10 +119,13 @@ class SpotAwareView:
         return out
 
 
-def reconcile_at_start(audit: Any, broker: Any, symbols: Sequence[str]) -> None:
-    """Bring a resumed live bot's database up to the venue and check it; raise when it may not trade."""
+def reconcile_at_start(audit: Any, broker: Any, symbols: Sequence[str], on_restart: str = "adopt") -> Adoption | None:
+    """Bring a resumed live bot's database up to the venue and check it; return what to adopt.
+
+    Raise `ReconciliationMismatch` or `OpenFromEarlierRun` when the bot may not trade.
+    """
     if audit is None or not audit.info.resumed:
-        return
+        return None
     from trading.live_catchup import catch_up
     from trading.persistence.recovery import load_open_orders, load_positions
     from trading.reconcile import reconcile_with_broker
@@ -101,7 +138,7 @@ def reconcile_at_start(audit: Any, broker: Any, symbols: Sequence[str]) -> None:
             raise OpenFromEarlierRun(_describe(db_orders, db_positions, "the database",
                                                "reconciling Interactive Brokers at a restart is not built"))
         log.warning("resumed IB bot: its database is flat; IB's account is not reconciled at start")
-        return
+        return None
     if not execution.venue.connected:
         execution.connect()
     caught = catch_up(engine, instance, execution.venue, db_orders, db_positions)
@@ -112,10 +149,34 @@ def reconcile_at_start(audit: Any, broker: Any, symbols: Sequence[str]) -> None:
         log.info("resumed bot instance %d: %d events of the venue while it was down recorded",
                  instance, len(caught.events))
     left_orders, left_positions = view.open_orders(), [p for p in view.positions() if p.quantity != 0]
-    if left_orders or left_positions:
+    if not (left_orders or left_positions):
+        log.info("resumed bot instance %d reconciled with the venue: nothing open", instance)
+        return None
+    if on_restart == "refuse":
         raise OpenFromEarlierRun(_describe(left_orders, left_positions, "the venue",
-                                           "a new run starts flat and cannot adopt them yet"))
-    log.info("resumed bot instance %d reconciled with the venue: nothing open", instance)
+                                           "live.on_restart is refuse: a new run starts flat"))
+    return _adoption(engine, instance, caught.venue_orders)
+
+
+def _adoption(engine: Any, instance: int, venue_orders: dict[str, VenueOrder | None]) -> Adoption:
+    """Describe the corrected database's open positions and legs; refuse what cannot be adopted."""
+    from trading.persistence.recovery import load_open_orders, load_positions, load_round_trip
+
+    orders, positions = load_open_orders(engine, instance), load_positions(engine, instance)
+    held = {p.symbol: p for p in positions}
+    odd = [o for o in orders if o.tag not in ADOPTABLE_LEGS or o.symbol not in held]
+    odd_positions = [p for p in positions if p.trade_id is None]
+    if odd or odd_positions:
+        raise OpenFromEarlierRun(_describe(odd, odd_positions, "the venue",
+                                           "a restart adopts a position with its stop and target only"))
+    out = {}
+    for symbol, pos in held.items():
+        legs = tuple(AdoptedLeg(o, venue_orders.get(o.client_order_id)) for o in orders if o.symbol == symbol)
+        assert pos.trade_id is not None
+        out[symbol] = AdoptedPosition(pos, load_round_trip(engine, instance, pos.trade_id), legs)
+        log.info("adopting %s %s @ %s with %s", symbol, pos.quantity, pos.avg_entry_price,
+                 ", ".join(f"{leg.stored.tag} {leg.stored.client_order_id}" for leg in legs) or "no working legs")
+    return Adoption(out)
 
 
 def _describe(orders: Sequence[Any], positions: Sequence[Position], where: str, why: str) -> str:

@@ -10,7 +10,8 @@ A live run is the replay's Cerebro with two parts swapped (`LiveSession`):
 * in live mode the broker is the venue's (`BrokerFactory`: ``binance``, any ccxt exchange id,
   ``ibkr``); a paper run keeps the SimBroker and its fill model, on blocking feeds so the
   simulated broker sees the bar sequence a backtest would. A live bot resumed from its audit
-  trail is reconciled with the venue before its first bar (`trading.live_recovery`).
+  trail is reconciled with the venue before its first bar (`trading.live_recovery`), and
+  takes over the trade its earlier run left open at its first live bar (`trading.live_adopt`).
 
 Configuration, credentials and the installed extras are checked when the session is made,
 before the bot starts anything. `stop()` (thread-safe) ends the feeds after the bars already
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from strategy.base import BaseStrategy
     from trading.brokers.ccxt_config import CcxtSettings
     from trading.bus import EventBus
+    from trading.live_recovery import Adoption
     from trading.order_logger import OrderLogger
     from trading.results import BacktestResult
 
@@ -168,15 +170,17 @@ class LiveSession:
         reconciled with the venue first (`trading.live_recovery`) and refused on a difference.
         """
         self._build_broker(order_logger, bus)
+        adoption: Adoption | None = None
         if self.at_venue and audit is not None:
             try:
-                await asyncio.to_thread(reconcile_at_start, audit, self.broker, self.config.bot.symbols)
+                adoption = await asyncio.to_thread(reconcile_at_start, audit, self.broker, self.config.bot.symbols,
+                                                   self.config.live.on_restart)
             except BaseException:
                 await asyncio.to_thread(self._close)
                 raise
         self._build_feeds()
-        cerebro, _ = build_cerebro(self.config, None, strategy_cls=live_strategy(strategy_cls), feeds=self.feeds,
-                                   order_logger=order_logger)
+        cerebro, _ = build_cerebro(self.config, None, strategy_cls=live_strategy(strategy_cls, adoption),
+                                   feeds=self.feeds, order_logger=order_logger)
         if self.broker is not None:
             cerebro.broker = self.broker  # the venue instead of the SimBroker
             # The venue's news reaches the strategy when it comes, not at the next bar: a fill
@@ -243,16 +247,28 @@ class LiveSession:
         return result
 
 
-def live_strategy(strategy_cls: type[BaseStrategy]) -> type[BaseStrategy]:
+def live_strategy(strategy_cls: type[BaseStrategy], adoption: Adoption | None = None) -> type[BaseStrategy]:
     """Return `strategy_cls` that takes no entry on warm-up bars and reads the venue at stop.
 
     History is never traded: the venue brokers refuse orders made on warm-up bars too
     (``WARMUP``); deciding nothing there keeps a paper run on the SimBroker and a live run at
     the venue alike. At stop the broker is asked for the venue's news first (`settle`), so the
-    fills that happened before the stop are in the result and the state.
+    fills that happened before the stop are in the result and the state. With `adoption` (a
+    restart, `trading.live_recovery`), the earlier run's trade is taken over at the first bar
+    after the warm-up (`trading.live_adopt`).
     """
 
     class LiveStrategy(strategy_cls):  # type: ignore[valid-type,misc]
+        _adoption = adoption
+
+        def next(self) -> None:
+            if self._adoption is not None and not any(in_warmup(d) for d in self.datas):
+                from trading.live_adopt import adopt_into
+
+                taken, self._adoption = self._adoption, None
+                adopt_into(self, taken)
+            super().next()
+
         def _may_enter(self) -> bool:
             return not any(in_warmup(d) for d in self.datas) and super()._may_enter()
 

@@ -7,8 +7,9 @@
    and target left working at the venue.
 3. An order the bot never placed is working at the venue: the restart refuses to trade, names
    it, writes the unexplained difference, and sends nothing.
-4. The stray order gone, the record and the venue agree, but what run 2 left open cannot be
-   adopted by a new run: refused, each order and the position named.
+4. The stray order gone, the record and the venue agree; with ``live.on_restart: refuse`` what
+   run 2 left open is not adopted: refused, each order and the position named (adoption, the
+   default: tests/e2e/test_cli_live_restart.py).
 """
 
 from __future__ import annotations
@@ -164,8 +165,10 @@ def test_a_live_bot_records_its_orders_and_fills_and_reconciles_with_the_venue_w
     assert '"unexplained": true' in str(rows[0][1]) and "ORDER_NOT_IN_DB" in str(rows[0][1])
 
     # 4. Without it, the record and the venue agree (the venue's rounded prices and amounts are the
-    #    record's), but the position and its orders from run 2 cannot be adopted: refused, named.
+    #    record's), but on_restart: refuse does not adopt the position and its orders: refused, named.
     fake.engine.cancel("BTCUSDT", None, "manual-1")
+    (tmp_path / "bot.yaml").write_text(bot_yaml(fake, persistence={"url": url, "heartbeat_interval": 0.5},
+                                                live={"on_restart": "refuse"}))
     proc = subprocess.run([*_cmd(), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env={**os.environ, **VENUE_ENV, "COLUMNS": "300"}, check=False)
     assert proc.returncode == 1

@@ -8,10 +8,16 @@ freezes the fake's clock and kills the process (nothing is saved at a kill -9).
 * The stop fills while the bot is down: the restart records the venue's fill (its trade id),
   closes the round trip with ``stop_loss``, the target is over at the venue and in the record,
   reconciliation agrees, and the bot trades on.
+* Nothing happens while it is down: ``live.on_restart: refuse`` refuses as before; the default
+  adopts the position and its legs without placing them again, and when the adopted target
+  fills the same trade row closes with ``take_profit`` and the venue's pnl. Coins at the venue
+  that the bot never bought are then a mismatch that refuses the restart, naming the symbol.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +32,7 @@ from sqlalchemy.engine import Engine
 
 from tests.e2e.live_configs import SPEED, VENUE_ENV, bot_config, fast_exchange
 from tests.e2e.test_cli_live import _start
+from tests.e2e.test_cli_paper import _cmd
 from tests.fakes.fake_exchange import FakeExchange
 from trading.brokers.ccxt_config import CcxtOptions
 from trading.persistence import (
@@ -190,3 +197,65 @@ def test_a_stop_that_filled_while_the_bot_was_down_is_recorded_and_closes_the_tr
     _fills_once(engine, fake)
     engine.dispose()
 
+
+def test_a_restart_adopts_the_open_position_and_its_legs_and_closes_the_same_trade_when_the_target_fills(
+    tmp_path: Path, fake: FakeExchange, url: str
+) -> None:
+    _write_config(tmp_path, fake, url)
+    engine = make_engine(url)
+    stop, target, key = _kill_in_position(tmp_path, fake, engine)
+    legs = {stop.client_id, target.client_id}
+
+    # live.on_restart: refuse: refused as before, the position and both legs named, nothing sent.
+    _write_config(tmp_path, fake, url, on_restart="refuse")
+    since = len(fake.requests)
+    proc = subprocess.run([*_cmd(), *ARGS], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **VENUE_ENV, "COLUMNS": "300"}, check=False)
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 1 and "still holds what the earlier run left open" in said, said
+    assert f"position {SYMBOL}" in said and all(cid in said for cid in legs)
+    assert not _posted(fake, since)
+
+    # The default adopts: the legs keep working under their ids and are never placed again.
+    _write_config(tmp_path, fake, url)
+    since = len(fake.requests)
+    proc = _start(ARGS, tmp_path, VENUE_ENV)
+    looked_up = lambda: all(
+        any(r.params.get("origClientOrderId") == cid for r in fake.requests[since:]) for cid in legs)
+    closed = _wait(looked_up, 60, proc)
+    if closed:
+        # The price rises through the target once the bot has caught up with the venue.
+        fake.script(SYMBOL, _walk(float(target.price) * 1.002, 400))
+        fake.clock.set_speed(SPEED)
+        closed = _wait(lambda: _trade(engine, key).status == "closed", 120, proc)
+        fake.clock.set_speed(0)
+    out, err = _interrupt(proc)
+    assert closed and proc.returncode == 0 and "Stopped: interrupted" in out, err[-5000:]
+    # The strategy managed the adopted trade: its result closes it at the target, as the venue filled it.
+    result = json.loads((tmp_path / "result.json").read_text())
+    (managed,) = [t for t in result["trades"] if t["exit_reason"] == "take_profit"
+                  and t["exit_price"] == pytest.approx(float(target.price))]
+    assert managed["quantity"] == pytest.approx(float(target.qty))
+    assert not [p for p in _posted(fake, since) if legs & set(p.values())]
+    trade = _trade(engine, key)
+    assert target.status == "FILLED" and trade.exit_reason == "take_profit", trade
+    with fake.engine.lock:
+        venue = [t for t in fake.engine.trades if t["orderId"] in (target.order_id,)]
+        bought = [t for t in fake.engine.trades if t["isBuyer"]]
+    entry = next(b for b in bought if Decimal(b["price"]) == trade.entry_price)
+    (sold,) = venue
+    pnl = (Decimal(sold["price"]) - Decimal(entry["price"])) * Decimal(sold["qty"]) - Decimal(
+        sold["commission"]) - Decimal(entry["commission"])
+    assert trade.pnl == pnl and trade.exit_price == Decimal(sold["price"])
+    _fills_once(engine, fake)
+
+    # Coins the bot never bought are not its position: the restart refuses, naming the symbol.
+    with fake.engine.lock:
+        fake.engine.free["BTC"] = fake.engine.free.get("BTC", Decimal(0)) + Decimal("0.25")
+    since = len(fake.requests)
+    proc = subprocess.run([*_cmd(), *ARGS], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **VENUE_ENV, "COLUMNS": "300"}, check=False)
+    said = " ".join(proc.stderr.split())
+    assert proc.returncode == 1 and "POSITION_MISMATCH" in said and SYMBOL in said, said
+    assert not _posted(fake, since)
+    engine.dispose()

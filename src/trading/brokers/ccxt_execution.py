@@ -145,6 +145,18 @@ class CcxtExecution(ProtectiveOrders, StreamedOrders):
     def tracked(self, client_order_id: ClientOrderId) -> Tracked | None:
         return self._tracked.get(client_order_id)
 
+    def adopt(self, order: Order, found: VenueOrder | None) -> None:
+        """Carry on a protective order an earlier run placed (a restart): tracked under its id, never sent again.
+
+        `found` is the venue's order (None: the earlier run held it back; it waits for its position).
+        """
+        self.orders.restore(order)
+        self._track(order, True, None)
+        t = self._tracked[order.client_order_id]
+        if found is not None:
+            t.state, t.venue_id, t.reported = "live", found.venue_id, order.filled_qty
+            t.take_profit = found.venue_type.startswith("TAKE_PROFIT")
+
     def _track(self, order: Order, reduce_only: bool, reference_price: Decimal | None) -> None:
         symbol = self.venue.symbol(order.symbol)
         state = "held" if reduce_only else "new"
