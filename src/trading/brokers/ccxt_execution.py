@@ -185,7 +185,7 @@ class CcxtExecution(ProtectiveOrders, StreamedOrders):
         if polling:
             self._last_poll = self._clock()
             stages += [self.poll, self.flush_cancels]  # a filled leg's sibling goes at once
-        stages += [self._release_held, self._send_new]
+        stages += [self.settle_balances, self._release_held, self._send_new]
         for stage in stages:
             try:
                 stage()

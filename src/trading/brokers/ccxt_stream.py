@@ -32,9 +32,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from trading.brokers.ccxt_config import CcxtSettings, Credentials, import_ccxt_pro
+from trading.brokers.ccxt_resilience import VenueUnavailable
 from trading.events import ConnectionLost, ConnectionRestored
 
 if TYPE_CHECKING:
@@ -211,6 +213,9 @@ class StreamedOrders:
     venue: CcxtVenue
     _tracked: dict[Any, Tracked]
     _last_poll: float
+    positions: dict[str, Decimal]
+    _settled_poll: float | None = None  # the poll (its time) after which the balances were last read
+    _settled_positions: dict[str, Decimal] | None = None  # the positions then
 
     def _apply(self, t: Tracked, vo: VenueOrder) -> None:  # pragma: no cover - CcxtExecution's
         raise NotImplementedError
@@ -246,26 +251,43 @@ class StreamedOrders:
                     self._publish(ConnectionRestored(ts=datetime.now(UTC), venue=stream.name,
                                                      downtime_s=item.downtime_s))
             else:
-                vo = self.venue.parse(item)
+                try:
+                    vo = self.venue.parse(item)
+                except (VenueUnavailable, self.venue.ccxt.BaseError, LookupError, ValueError, TypeError,
+                        ArithmeticError) as exc:
+                    log.warning("%s: an update of %s not read (%s); the next poll reads the order",
+                                stream.name, item.get("clientOrderId") or item.get("id"), self.venue.scrub(exc))
+                    self._last_poll = float("-inf")
+                    continue
                 t = self._streamed_order(vo)
                 if t is not None:
                     updates.append((t, vo))
-        filled = False
         # Fills first, as a poll does: the fill of one OCO leg explains why the venue expired the other.
         for t, vo in sorted(updates, key=lambda p: p[1].filled <= p[0].reported):
             if t.state == "unconfirmed":
                 t.state = "live"  # the placement's outcome was unknown: the venue has it
-            before = t.reported
             self._apply(t, vo)
-            filled = filled or t.reported != before
         if catch_up:
             try:
                 self.poll()
             except Exception:
                 self._last_poll = float("-inf")  # the next pump polls
                 raise
-        elif filled:
-            self.refresh_balances()  # the fills moved the balances; a poll reads them anyway
+
+    def settle_balances(self) -> None:
+        """Read the balances after fills that no poll followed (streamed, or a market order's own).
+
+        With polling only, the poll of the same pump reads them; with the stream up the next poll
+        may be `stream_poll_interval` away, and a protective sell on spot needs the coins bought.
+        """
+        if self.venue.stream is None:
+            return
+        held = {s: q for s, q in self.positions.items() if q}
+        if self._settled_poll != self._last_poll:  # a poll read them since the last call
+            self._settled_poll, self._settled_positions = self._last_poll, held
+        elif held != self._settled_positions:
+            self.refresh_balances()
+            self._settled_positions = held
 
     def _streamed_order(self, vo: VenueOrder) -> Tracked | None:
         """The order an update is about, while the execution still follows it at the venue."""

@@ -127,6 +127,29 @@ def test_partial_fills_seen_by_both_stream_and_poll_are_booked_once(wsfake: Fake
     assert rig.execution.positions["BTC/USDT"] == D("0.5")
 
 
+def test_oco_leg_filled_by_the_stream_ends_the_other_leg(wsfake: FakeExchange, rig: Rig) -> None:
+    entry = rig.order("entry", OrderSide.BUY, OrderType.MARKET, "1")
+    sl = rig.order("sl", OrderSide.SELL, OrderType.STOP, "1", stop="95")
+    tp = rig.order("tp", OrderSide.SELL, OrderType.LIMIT, "1", price="105")
+    rig.execution.submit_bracket(entry, sl, tp)
+    rig.execution.pump()  # the entry fills at once; its stop and target go out as one OCO list
+    assert entry.status is OrderStatus.FILLED and sl.status is tp.status is OrderStatus.ACCEPTED
+    queries = len(wsfake.calls("GET", "/api/v3/openOrders")) + len(wsfake.calls("GET", "/api/v3/myTrades"))
+
+    wsfake.script("BTCUSDT", [103.0, 105.5])
+    wsfake.step(2)
+    wsfake.match()  # the target fills, the venue expires the stop
+    pump_until(rig, lambda: not tp.is_open and not sl.is_open)
+
+    assert tp.status is OrderStatus.FILLED and tp.avg_fill_price == D("105")
+    assert sl.status is OrderStatus.CANCELLED
+    assert fills(rig, tp) == venue_fills(wsfake, str(tp.client_order_id))
+    assert fills(rig, sl) == []
+    # No poll, no trade lookup; a GET of the stop may follow its cancel when that crossed the venue's expiry.
+    assert len(wsfake.calls("GET", "/api/v3/openOrders")) + len(wsfake.calls("GET", "/api/v3/myTrades")) == queries
+    assert rig.execution.positions["BTC/USDT"] == 0
+
+
 def test_dropped_stream_falls_back_to_polling_then_resumes(wsfake: FakeExchange, rig: Rig,
                                                          caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="trading.brokers.ccxt_stream")
