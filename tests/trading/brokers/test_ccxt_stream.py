@@ -13,8 +13,11 @@ from typing import Any
 import pytest
 
 from tests.fakes.fake_exchange import API_KEY, API_SECRET, FakeExchange
-from tests.trading.brokers.ccxt_harness import Rig, build
+from tests.trading.brokers.ccxt_harness import ENV, Rig, build, section
+from trading.brokers.ccxt_config import credentials_from_env, settings_from_broker
+from trading.brokers.ccxt_venue import build_exchange
 from trading.events import ConnectionLost, ConnectionRestored, OrderFill
+from trading.exceptions import ConfigError
 from trading.orders import Order, OrderSide, OrderStatus, OrderType
 
 D = Decimal
@@ -127,6 +130,18 @@ def test_partial_fills_seen_by_both_stream_and_poll_are_booked_once(wsfake: Fake
     assert rig.execution.positions["BTC/USDT"] == D("0.5")
 
 
+def test_cancel_at_the_venue_reaches_the_order_manager_from_the_stream(wsfake: FakeExchange, rig: Rig) -> None:
+    order = resting_buy(rig)
+    queries = order_queries(wsfake)
+    wsfake.engine.cancel("BTCUSDT", None, str(order.client_order_id))  # cancelled by hand at the venue
+
+    pump_until(rig, lambda: not rig.orders.get(order.client_order_id).is_open)
+
+    assert rig.orders.get(order.client_order_id).status is OrderStatus.CANCELLED
+    assert fills(rig, order) == []
+    assert order_queries(wsfake) == queries
+
+
 def test_oco_leg_filled_by_the_stream_ends_the_other_leg(wsfake: FakeExchange, rig: Rig) -> None:
     entry = rig.order("entry", OrderSide.BUY, OrderType.MARKET, "1")
     sl = rig.order("sl", OrderSide.SELL, OrderType.STOP, "1", stop="95")
@@ -235,3 +250,18 @@ def test_close_ends_the_thread_and_the_client(make: Callable[..., Rig]) -> None:
     assert stream.client.session is None  # the aiohttp session is closed (no "Unclosed client session")
     assert not stream.up
     rig.execution.close()  # twice is harmless
+
+
+def test_the_websocket_client_gets_the_sandbox_keys_and_url_overrides(wsfake: FakeExchange) -> None:
+    settings = settings_from_broker("binance", section(wsfake, websocket="on"))
+    client = build_exchange(settings, credentials_from_env(settings, ENV), pro=True)
+    assert wsfake.ws is not None
+    assert client.urls["api"]["ws"]["ws-api"]["spot"] == f"{wsfake.ws.url}/ws-api/v3"  # the override
+    assert client.urls["api"]["ws"]["linear"] == "wss://fstream.binancefuture.com/ws"  # the sandbox's, kept
+    assert client.urls["api"]["public"] == wsfake.api_urls()["public"]
+    assert (client.apiKey, client.secret) == (API_KEY, API_SECRET)
+
+
+def test_urls_ws_must_be_a_mapping() -> None:
+    with pytest.raises(ConfigError, match="every entry is a base URL, but `ws`: a mapping"):
+        settings_from_broker("binance", {"ccxt": {"urls": {"ws": "wss://proxy/ws"}}})
