@@ -16,8 +16,9 @@ made on warm-up bars are refused at the venue, so the exits must not act before)
   what they were; the levels of the legs at the venue stay the trade's, and the first live
   bar moves them (cancel and replace) when the recomputed state says so.
 
-A position opened before the first warm-up bar is counted from that bar (raise
-``data.warmup_bars`` to cover the holding period).
+A position opened before the warm-up bars cover its exits (before the first bar, or before
+the indicators are ready) is anchored at the first bar they cover, with a warning: raise
+``data.warmup_bars`` to cover the holding period.
 """
 
 from __future__ import annotations
@@ -57,12 +58,19 @@ def _adopt(strat: BaseStrategy, book: Book, taken: AdoptedPosition) -> None:
     pos, trip = taken.position, taken.trip
     side = Side.LONG if pos.quantity > 0 else Side.SHORT
     strat.position_manager.restore(trip.fills)
-    e = entry_bar(book, pos.opened_ts or trip.entry_time, i)
-    s = max(e - 1, 0)
+    opened = entry_bar(book, pos.opened_ts or trip.entry_time, i)
+    # The exits are anchored at a bar their indicators cover (a position older than the
+    # warm-up window, or opened before the indicators were ready, starts there).
+    s = max(opened - 1, min(book.warmup, i))
+    e = max(opened, min(s + 1, i))
+    if e != opened:
+        log.warning("%s: the position is older than the warm-up bars cover; its exits count from bar %d "
+                    "(raise data.warmup_bars)", book.symbol, e)
     entry = float(pos.avg_entry_price or 0)
     trade = OpenTrade(symbol=book.symbol, side=side, signal_index=s, ref_price=book.close[s],
                       entry_tag=trip.entry_tag or ADOPTED, quantity=float(abs(pos.quantity)), entry_index=e,
                       entry_price=entry, best_price=entry, worst_price=entry)
+    _extremes(trade, book, opened, e)
     restore_exit_state(book, trade, s, e, i)
     book.trade = trade
     book.entry_fee = _entry_fee(taken)
@@ -96,16 +104,22 @@ def entry_bar(book: Book, opened: datetime | None, last: int) -> int:
     return min(max(found, 0), last)
 
 
-def restore_exit_state(book: Book, trade: OpenTrade, signal: int, entry: int, last: int) -> None:
-    """Call the exit mixins as the earlier run did: `on_entry` at `signal`, `on_bar` from `entry` to before `last`."""
-    _levels(trade, combine([x.on_entry(trade, signal) for x in book.exits], trade.side))
-    for j in range(entry, last):
+def _extremes(trade: OpenTrade, book: Book, first: int, end: int) -> None:
+    """Move the trade's best and worst prices over bars first..end-1."""
+    for j in range(first, end):
         if trade.side is Side.LONG:
             trade.best_price = max(trade.best_price, book.high[j])
             trade.worst_price = min(trade.worst_price, book.low[j])
         else:
             trade.best_price = min(trade.best_price, book.low[j])
             trade.worst_price = max(trade.worst_price, book.high[j])
+
+
+def restore_exit_state(book: Book, trade: OpenTrade, signal: int, entry: int, last: int) -> None:
+    """Call the exit mixins as the earlier run did: `on_entry` at `signal`, `on_bar` from `entry` to before `last`."""
+    _levels(trade, combine([x.on_entry(trade, signal) for x in book.exits], trade.side))
+    for j in range(entry, last):
+        _extremes(trade, book, j, j + 1)
         _levels(trade, combine([x.on_bar(trade, j) for x in book.exits], trade.side))
 
 

@@ -83,9 +83,9 @@ class AdvancedATRExitMixin(ExitMixin):
             take_profit=trade.take_profit,
             take_profit_reason=trade.take_profit_reason,
         )
-        if trade.stop is None or trade.entry_price is None:
+        atr0 = getattr(self, "_atr_entry", None)  # None: on_entry had no ATR (e.g. a trade adopted too early)
+        if trade.stop is None or trade.entry_price is None or atr0 is None:
             return plan
-        atr0 = self._atr_entry
         if p.x_breakeven_enabled and not self._breakeven_done:
             if sign * (trade.best_price - trade.entry_price) >= p.x_breakeven_trigger * atr0:
                 self._breakeven_done = True
