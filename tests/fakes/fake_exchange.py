@@ -24,8 +24,9 @@ Faults are queued per endpoint with `fault(method, path, kind, times)`:
 
 Every request is recorded in `requests` (method, path, parameters without the signature).
 
-With ``websocket=True`` the spot account's user data stream is served too (`ws`, see
-`fake_exchange_ws`): ccxt.pro's ``watch_orders`` gets an ``executionReport`` at every order change.
+With ``websocket=True`` the user data streams are served too (`ws`, see `fake_exchange_ws`):
+ccxt.pro's ``watch_orders`` gets an ``executionReport`` (spot) or an ``ORDER_TRADE_UPDATE`` /
+``ALGO_UPDATE`` (futures) at every order change.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class FakeExchange:
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="fake-exchange", daemon=True)
-        self.ws = FakeUserStream(self.engine, API_KEY, API_SECRET) if websocket else None
+        self.ws = FakeUserStream(self.engine, API_KEY, API_SECRET, self.futures) if websocket else None
 
     # ------------------------------------------------------------------ control
     @property

@@ -4,7 +4,8 @@ What ccxt's ``binanceusdm`` calls for the adapter: ``ping``, ``time``, ``exchang
 ``klines``, ``ticker/24hr`` (public) and the signed ``v3/account``, ``v3/positionRisk``,
 ``leverageBracket``, ``leverage``, ``marginType``, ``positionSide/dual``, ``order``
 (POST/GET/DELETE), ``openOrders``, ``allOrders``, ``userTrades`` and the Algo Service's
-``algoOrder`` (POST/GET/DELETE), ``openAlgoOrders``, ``allAlgoOrders``.
+``algoOrder`` (POST/GET/DELETE), ``openAlgoOrders``, ``allAlgoOrders``; with the fake's websocket,
+``listenKey`` (POST: a key for the user data stream; PUT, DELETE: accepted).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def route(fake: FakeExchange, method: str, path: str, p: dict[str, str]) -> Any:
     """Answer one /fapi request (the caller authenticated it and advanced the engines)."""
     e = fake.futures
     key = (method, path)
+    if path == "/fapi/v1/listenKey" and fake.ws is not None:  # the user data stream (fake_exchange_ws)
+        return {"listenKey": fake.ws.new_listen_key()} if method == "POST" else {}
     if key == ("GET", "/fapi/v1/ping"):
         return {}
     if key == ("GET", "/fapi/v1/time"):

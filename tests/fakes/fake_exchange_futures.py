@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -123,6 +124,9 @@ class FuturesEngine:
         self._algo_ids = itertools.count(3_000_001)
         self._trade_ids = itertools.count(70_001)
         self._tick = {s: p.index_at(clock.now_ms()) for s, p in paths.items() if s in self.markets}
+        # Called (under the lock) at every change of an order or algo order: (order, execution type or
+        # algo status, trade or None), for the user data stream (fake_exchange_ws).
+        self.listeners: list[Callable[[FuturesOrder | AlgoOrder, str, dict | None], None]] = []
 
     # ------------------------------------------------------------------ queries
     def price(self, symbol: str) -> Decimal:
@@ -217,6 +221,7 @@ class FuturesEngine:
                 order.price = self._px(m, p.get("price", "0"))
             self._admit(m, order.side, order.qty, order.price or self.price(m.symbol), order.reduce_only)
             self.orders[order.order_id] = order
+            self._notify(order, "NEW")
             self._on_arrival(order, now)
             return order
 
@@ -246,6 +251,7 @@ class FuturesEngine:
             if not close:
                 self._admit(m, side, qty, algo.price or algo.trigger, algo.reduce_only, margin=False)
             self.algos[algo.algo_id] = algo
+            self._notify(algo, "NEW")
             return algo
 
     def cancel(self, order_id: str | None, client_id: str | None) -> FuturesOrder:
@@ -258,6 +264,7 @@ class FuturesEngine:
             if not order.is_open:
                 raise FakeError(400, -2011, "Unknown order sent.")
             order.status, order.update_time = "CANCELED", self.clock.now_ms()
+            self._notify(order, "CANCELED")
             return order
 
     def cancel_algo(self, algo_id: str | None, client_id: str | None) -> AlgoOrder:
@@ -270,7 +277,12 @@ class FuturesEngine:
             if not algo.is_open:
                 raise FakeError(400, -2011, "Unknown order sent.")
             algo.status, algo.update_time = "CANCELED", self.clock.now_ms()
+            self._notify(algo, "CANCELED")
             return algo
+
+    def _notify(self, o: FuturesOrder | AlgoOrder, execution: str, trade: dict | None = None) -> None:
+        for listener in self.listeners:
+            listener(o, execution, trade)
 
     # ------------------------------------------------------------------ internals
     def _market(self, symbol: str) -> FakeMarket:
@@ -318,6 +330,7 @@ class FuturesEngine:
         reducing = pos != 0 and (pos > 0) != (sign > 0)
         if (algo.close_position or algo.reduce_only) and not reducing:
             algo.status = "EXPIRED"  # nothing left to close
+            self._notify(algo, "EXPIRED")
             return
         qty = abs(pos) if algo.close_position else algo.qty
         limit = not algo.type.endswith("_MARKET")
@@ -327,11 +340,14 @@ class FuturesEngine:
                              time=t, update_time=t)
         self.orders[order.order_id] = order
         algo.status, algo.actual_order_id = "TRIGGERED", str(order.order_id)
+        self._notify(algo, "TRIGGERED")
+        self._notify(order, "NEW")
         if not limit or ((p <= order.price) if order.side == "BUY" else (p >= order.price)):
             self._fill(order, p, t, maker=False)
         if not order.is_open:
             algo.status = "FINISHED"
             algo.actual_price = order.cum_quote / order.executed if order.executed else ZERO
+            self._notify(algo, "FINISHED")
 
     def _fill(self, o: FuturesOrder, price: Decimal, t: int, *, maker: bool) -> None:
         pos = self.positions[o.symbol]
@@ -341,6 +357,7 @@ class FuturesEngine:
             qty = min(qty, reducible)
             if qty == 0:
                 o.status, o.update_time = "EXPIRED", t
+                self._notify(o, "EXPIRED")
                 return
         quote = qty * price
         fee = quote * (self.maker if maker else self.taker)
@@ -370,3 +387,4 @@ class FuturesEngine:
         o.status = "FILLED" if o.executed == o.qty or o.reduce_only else "PARTIALLY_FILLED"
         if o.reduce_only and o.executed < o.qty:
             o.qty = o.executed  # Binance cuts a reduce-only order to the position it closed
+        self._notify(o, "TRADE", trade)

@@ -3,9 +3,10 @@
 `OrderStream` runs the async ccxt.pro client of the venue (same keys, sandbox and URL overrides
 as the REST client, see `build_exchange`) on its own thread and asyncio loop. It subscribes to
 the account's order updates (Binance spot: the user data stream of the WebSocket API,
-``userDataStream.subscribe.signature``; each ``executionReport`` carries the fill with its
-trade id and fee, which ccxt.pro attaches to the order) and hands every update, as the ccxt
-order it is, to the execution through a thread-safe queue. `StreamedOrders` (a mixin of
+``userDataStream.subscribe.signature``; USDⓈ-M futures: the listen-key stream; each
+``executionReport`` / ``ORDER_TRADE_UPDATE`` carries the fill with its trade id and fee, which
+ccxt.pro attaches to the order) and hands every update, as the ccxt order it is, to the
+execution through a thread-safe queue. `StreamedOrders` (a mixin of
 `CcxtExecution`) drains that queue at each pump and applies each update as a `VenueOrder`
 through the same `_apply` as a poll: fills are deduplicated by trade id and cumulative
 quantity, so an update a poll already saw (or a poll after an update) books nothing twice.
@@ -16,9 +17,12 @@ stream is logged, published as ConnectionLost / ConnectionRestored (venue ``<id>
 stream``), reconnected with the retry backoff (ccxt.pro dials again on the next watch call),
 and the venue is polled at once when it is back, for what happened meanwhile.
 
-`websocket: auto` streams when ccxt.pro imports and the venue has ``watchOrders`` (spot
-markets; USDⓈ-M futures are polled), `on` requires it (an error naming the option
-otherwise), `off` polls only.
+Futures conditional orders (Binance's Algo Service) are not applied from the stream: their
+``ALGO_UPDATE`` (triggered, finished...) and the update of the order a trigger placed make the
+same pump poll, which follows the conditional order to its fills.
+
+`websocket: auto` streams when ccxt.pro imports and the venue has ``watchOrders``, `on`
+requires it (an error naming the option otherwise), `off` polls only.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from trading.brokers.ccxt_config import CcxtSettings, Credentials, import_ccxt_pro
-from trading.brokers.ccxt_resilience import VenueUnavailable
+from trading.brokers.ccxt_resilience import Scrubber, VenueUnavailable
 from trading.events import ConnectionLost, ConnectionRestored
 
 if TYPE_CHECKING:
@@ -69,9 +73,7 @@ def order_stream(settings: CcxtSettings, credentials: Credentials | None, venue:
         return None
     required = settings.websocket == "on"
     why = None
-    if settings.futures:
-        why = "the order stream of USDⓈ-M futures is not supported yet"
-    elif credentials is None:
+    if credentials is None:
         why = "the order stream needs the API credentials"
     if why is None:
         try:
@@ -96,7 +98,7 @@ def order_stream(settings: CcxtSettings, credentials: Credentials | None, venue:
 class OrderStream:
     """The ccxt.pro client's order updates, from its own thread to a queue (see the module docstring)."""
 
-    def __init__(self, client: Any, settings: CcxtSettings, scrub: Callable[[object], str]) -> None:
+    def __init__(self, client: Any, settings: CcxtSettings, scrub: Scrubber) -> None:
         self.client, self.settings, self._scrub = client, settings, scrub
         self.name = f"{client.id} order stream"
         self._queue: deque[dict[str, Any] | StreamDown | StreamUp] = deque()
@@ -185,15 +187,19 @@ class OrderStream:
         retry = self.settings.retry
         failures, was_up, down_since = 0, False, time.monotonic()
         while not self._stopping:
+            watching: asyncio.Future[Any] | None = None
             try:
-                await self.client.authenticate()  # Binance spot: subscribes the user data stream
+                await self.client.authenticate()  # spot: subscribes the user data stream; futures: a listen key
+                watching = asyncio.ensure_future(self.client.watch_orders())
+                await self._connected(watching)
                 downtime = time.monotonic() - down_since if was_up else None
                 log.info("%s up%s", self.name, "" if downtime is None else f" again after {downtime:.1f}s")
                 self._put(StreamUp(downtime), up=True)
                 failures, was_up = 0, True
                 while not self._stopping:
-                    for order in await self.client.watch_orders():
+                    for order in await watching:
                         self._put(copy.deepcopy(order))  # ccxt.pro keeps mutating its cached orders
+                    watching = asyncio.ensure_future(self.client.watch_orders())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any failure: down, then dial again after a backoff
@@ -205,6 +211,28 @@ class OrderStream:
                     self._put(StreamDown(detail, was_up), up=False)
                 failures += 1
                 await asyncio.sleep(min(retry.max_delay, retry.base_delay * 2 ** min(failures - 1, 16)))
+            finally:
+                if watching is not None and not watching.done():
+                    watching.cancel()
+
+    async def _connected(self, watching: asyncio.Future[Any]) -> None:
+        """Return once the user data stream's websocket is open (or raise how `watching` failed)."""
+        ex = self.client
+        if self.settings.futures:  # the listen key is in the URL: the websocket opens with the watch
+            key = ex.safe_string(ex.options.get("linear") or {}, "listenKey")
+            self._scrub.add([key])  # it lets anyone read the account's stream: never in a log
+            url = ex.get_private_ws_url("linear", key)
+        else:
+            url = ex.urls["api"]["ws"]["ws-api"]["spot"]
+        for _ in range(1000):  # the watch creates the client within its first steps
+            if url in ex.clients or watching.done():
+                break
+            await asyncio.sleep(0)
+        client = ex.clients.get(url)
+        if client is not None and not watching.done():
+            await asyncio.wait({watching, client.connected}, return_when=asyncio.FIRST_COMPLETED)
+        if watching.done() and watching.exception() is not None:
+            raise watching.exception()  # type: ignore[misc]
 
 
 class StreamedOrders:
@@ -213,6 +241,8 @@ class StreamedOrders:
     venue: CcxtVenue
     _tracked: dict[Any, Tracked]
     _last_poll: float
+    _clock: Callable[[], float]
+    _poll_now = False  # an update the stream cannot apply by itself: poll in this pump
     positions: dict[str, Decimal]
     _settled_poll: float | None = None  # the poll (its time) after which the balances were last read
     _settled_positions: dict[str, Decimal] | None = None  # the positions then
@@ -250,6 +280,9 @@ class StreamedOrders:
                     catch_up = True
                     self._publish(ConnectionRestored(ts=datetime.now(UTC), venue=stream.name,
                                                      downtime_s=item.downtime_s))
+            elif "aid" in (item.get("info") or {}):  # futures: an ALGO_UPDATE of a conditional order
+                if item["info"].get("X") != "NEW":
+                    self._poll_now = True  # the poll follows it to the order it placed, with the fills
             else:
                 try:
                     vo = self.venue.parse(item)
@@ -257,7 +290,7 @@ class StreamedOrders:
                         ArithmeticError) as exc:
                     log.warning("%s: an update of %s not read (%s); the next poll reads the order",
                                 stream.name, item.get("clientOrderId") or item.get("id"), self.venue.scrub(exc))
-                    self._last_poll = float("-inf")
+                    self._poll_now = True
                     continue
                 t = self._streamed_order(vo)
                 if t is not None:
@@ -267,7 +300,8 @@ class StreamedOrders:
             if t.state == "unconfirmed":
                 t.state = "live"  # the placement's outcome was unknown: the venue has it
             self._apply(t, vo)
-        if catch_up:
+        if catch_up or self._poll_now:
+            self._poll_now, self._last_poll = False, self._clock()
             try:
                 self.poll()
             except Exception:
@@ -290,12 +324,19 @@ class StreamedOrders:
             self._settled_positions = held
 
     def _streamed_order(self, vo: VenueOrder) -> Tracked | None:
-        """The order an update is about, while the execution still follows it at the venue."""
+        """The order an update is about, while the execution still follows it at the venue.
+
+        By venue id; by client order id while the venue id is unknown (an unconfirmed placement).
+        An order under a followed client id but another venue id is the one a futures conditional
+        order placed when it triggered: the next pump polls, which follows the conditional order.
+        """
         for t in self._tracked.values():
-            if t.state in ("live", "unconfirmed") and (
-                    (t.venue_id is not None and t.venue_id == vo.venue_id)
-                    or (vo.client_id is not None and str(t.order.client_order_id) == vo.client_id)):
+            if t.state not in ("live", "unconfirmed"):
+                continue
+            if t.venue_id == vo.venue_id or (t.venue_id is None and str(t.order.client_order_id) == vo.client_id):
                 return t
+            if str(t.order.client_order_id) == vo.client_id:
+                self._poll_now = True
         return None
 
     def close(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -12,7 +14,7 @@ from trading.brokers.ccxt_config import CcxtSettings, credentials_from_env, sett
 from trading.brokers.ccxt_execution import CcxtExecution
 from trading.brokers.ccxt_venue import CcxtVenue
 from trading.bus import EventBus
-from trading.events import Event
+from trading.events import Event, OrderFill
 from trading.order_manager import OrderManager
 from trading.orders import ClientOrderId, Order, OrderSide, OrderType
 
@@ -73,3 +75,20 @@ def build(fake: FakeExchange, *, connect: bool = True, symbols: tuple[str, ...] 
     if connect:
         execution.connect(symbols)
     return Rig(fake, venue, execution, orders, events, sleeps)
+
+
+def pump_until(rig: Rig, done: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Pump whenever the stream delivers something, until `done` (the stream's condition, no sleeps)."""
+    stream = rig.venue.stream
+    assert stream is not None
+    deadline = time.monotonic() + timeout
+    while not done():
+        left = deadline - time.monotonic()
+        assert left > 0, "the stream delivered nothing that made it true"
+        stream.wait(left)
+        rig.execution.pump()
+
+
+def fills(rig: Rig, order: Order) -> list[tuple[Decimal, Decimal, Decimal, str | None]]:
+    return [(e.last_qty, e.last_price, e.fee, e.trade_id) for e in rig.events
+            if isinstance(e, OrderFill) and e.client_order_id == order.client_order_id]

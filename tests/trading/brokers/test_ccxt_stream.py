@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -13,10 +12,10 @@ from typing import Any
 import pytest
 
 from tests.fakes.fake_exchange import API_KEY, API_SECRET, FakeExchange
-from tests.trading.brokers.ccxt_harness import ENV, Rig, build, section
+from tests.trading.brokers.ccxt_harness import ENV, Rig, build, fills, pump_until, section
 from trading.brokers.ccxt_config import credentials_from_env, settings_from_broker
 from trading.brokers.ccxt_venue import build_exchange
-from trading.events import ConnectionLost, ConnectionRestored, OrderFill
+from trading.events import ConnectionLost, ConnectionRestored
 from trading.exceptions import ConfigError
 from trading.orders import Order, OrderSide, OrderStatus, OrderType
 
@@ -57,23 +56,6 @@ def rig(make: Callable[..., Rig]) -> Rig:
 
 def order_queries(fake: FakeExchange) -> int:
     return sum(len(fake.calls(method, path)) for method, path in ORDER_QUERIES)
-
-
-def pump_until(rig: Rig, done: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Pump whenever the stream delivers something, until `done` (the stream's condition, no sleeps)."""
-    stream = rig.venue.stream
-    assert stream is not None
-    deadline = time.monotonic() + timeout
-    while not done():
-        left = deadline - time.monotonic()
-        assert left > 0, "the stream delivered nothing that made it true"
-        stream.wait(left)
-        rig.execution.pump()
-
-
-def fills(rig: Rig, order: Order) -> list[tuple[Decimal, Decimal, Decimal, str | None]]:
-    return [(e.last_qty, e.last_price, e.fee, e.trade_id) for e in rig.events
-            if isinstance(e, OrderFill) and e.client_order_id == order.client_order_id]
 
 
 def venue_fills(fake: FakeExchange, client_id: str) -> list[tuple[Decimal, Decimal, Decimal, str | None]]:
@@ -236,11 +218,6 @@ def test_on_without_ccxt_pro_is_an_error_naming_the_option(make: Callable[..., R
         make(websocket="on", connect=False)
 
 
-def test_on_for_futures_is_an_error_naming_the_option(make: Callable[..., Rig]) -> None:
-    with pytest.raises(ValueError, match=r"broker\.ccxt\.websocket: on, but the order stream of USDⓈ-M futures"):
-        make(websocket="on", market="future", connect=False)
-
-
 def test_close_ends_the_thread_and_the_client(make: Callable[..., Rig]) -> None:
     rig = make(websocket="on")
     stream = rig.venue.stream
@@ -257,7 +234,7 @@ def test_the_websocket_client_gets_the_sandbox_keys_and_url_overrides(wsfake: Fa
     client = build_exchange(settings, credentials_from_env(settings, ENV), pro=True)
     assert wsfake.ws is not None
     assert client.urls["api"]["ws"]["ws-api"]["spot"] == f"{wsfake.ws.url}/ws-api/v3"  # the override
-    assert client.urls["api"]["ws"]["linear"] == "wss://fstream.binancefuture.com/ws"  # the sandbox's, kept
+    assert client.urls["api"]["ws"]["margin"] == "wss://stream.testnet.binance.vision/ws"  # the sandbox's, kept
     assert client.urls["api"]["public"] == wsfake.api_urls()["public"]
     assert (client.apiKey, client.secret) == (API_KEY, API_SECRET)
 
