@@ -3,6 +3,8 @@
 SQLite (the default) and PostgreSQL are supported. Every SQLite connection runs in
 WAL mode with foreign keys on, and every transaction starts with ``BEGIN IMMEDIATE``
 so the write lock is taken up front instead of failing half way through a transaction.
+SQLite's automatic WAL checkpoint stays on, except on the engine of a running audit writer
+(`defer_wal_checkpoints`: its `WalCheckpointer` checkpoints off the commits).
 """
 
 from __future__ import annotations
