@@ -71,6 +71,8 @@ OUT = ROOT / "results" / "bench_persistence"
 #: The last commit whose writer let SQLite checkpoint the WAL in its commits (bulk
 #: apply_events; c5990d7 is the last one that wrote row by row).
 BEFORE_REF = "fa08ca7"
+#: Writer kinds with WalCheckpointer attributes of their own (`sqlite_costs.checkpoint_ab`).
+CHECKPOINT_VARIANTS: dict[str, dict[str, int]] = {}
 
 
 # --------------------------------------------------------------------------- writers
@@ -113,6 +115,8 @@ def run_phase(
     cls = TimedRawWriter if kind == "baseline" else TimedAuditWriter
     kw: dict[str, Any] = {"checkpoint_interval": None} if kind == "auto" else {}
     writer = cls(engine, bot, EventSpool(spool), heartbeat_interval=None, **kw)
+    for name, value in CHECKPOINT_VARIANTS.get(kind, {}).items():  # sqlite_costs' A/B
+        setattr(writer.checkpointer, name, value)
     if isinstance(writer, RawInsertWriter):
         writer.rows = prepare_rows(events, bot)
     unwatch = writer.watch(engine)
@@ -161,6 +165,7 @@ def checkpoint_stats(writer: AuditWriter) -> dict[str, float]:
         "checkpoints": ckpt.complete,
         "checkpoints_incomplete": ckpt.incomplete,
         "checkpoints_forced": ckpt.forced,
+        "woken": getattr(ckpt, "woken", 0),
         "checkpoint_failures": ckpt.failures,
     }
 

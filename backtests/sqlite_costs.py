@@ -5,6 +5,9 @@
   ``synchronous=NORMAL`` (atf's: a WAL commit is not fsynced) and ``FULL`` (an fsync per
   commit).
 * `BatchTimes`: a writer mixin timing each batch (wall, CPU) and its COMMIT.
+* `checkpoint_ab` (``python backtests/sqlite_costs.py``): the checkpointer's settings A/B,
+  variants interleaved in each round, on fresh databases, medians over the rounds; the
+  checkpointer of a git ref (``head``) runs in a child process, SQLite's own (``auto``) too.
 
 (The experiment that moved WAL checkpoints off the writer's commits is now the product's
 `trading.persistence.checkpointer`; the benchmark compares it with SQLite's own checkpoints.)
@@ -116,3 +119,78 @@ class BatchTimes:
             "commit_max_ms": commit[-1],
             "batches": len(wall),
         }
+
+
+#: The checkpointer settings `checkpoint_ab` compares (WalCheckpointer attributes; MB).
+VARIANTS: dict[str, dict[str, float]] = {
+    "4MB/16MB": {"wal_bytes": 4, "force_bytes": 16, "journal_size_limit": 16},
+    "4MB/64MB": {"wal_bytes": 4, "force_bytes": 64, "journal_size_limit": 64},
+    "16MB/64MB": {"wal_bytes": 16, "force_bytes": 64, "journal_size_limit": 64},
+}
+
+
+def checkpoint_ab(args: Any) -> dict[str, Any]:
+    """Run every variant (and `args.ref`'s writer, and SQLite's own) per round; medians."""
+    import tempfile
+
+    import backtests.bench_persistence as bench
+
+    mb = 1024 * 1024
+    for name, attrs in VARIANTS.items():
+        bench.CHECKPOINT_VARIANTS[name] = {k: int(v * mb) for k, v in attrs.items()}
+    rounds: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="checkpoint-ab-") as tmp:
+        work = Path(tmp)
+        old = bench.checkout_src(args.ref, work)
+        for i in range(args.rounds):
+            fresh = iter(work / f"r{i}-{n}.db" for n in range(100))
+            out: dict[str, Any] = {}
+            kinds = ["head", *VARIANTS, "auto"]
+            for kind in kinds[i % len(kinds) :] + kinds[: i % len(kinds)]:  # rotate the order
+                url = f"sqlite:///{next(fresh)}"
+                if kind == "head":
+                    out[kind] = bench.run_before(url, args, old, work)
+                else:
+                    out[kind] = bench.run_variant(bench.at_head(url), kind, args, work)
+            rounds.append(out)
+    return bench.median_of(rounds)  # type: ignore[no-any-return]
+
+
+def _ab_table(res: dict[str, Any]) -> str:
+    lines = [
+        "| variant | rate | p50 ms | p99 ms | max ms | COMMIT p99 ms | checkpoints | forced | woken | WAL MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, r in res.items():
+        for p in [*r["paced"], r["burst"]]:
+            rate = f"{p['rate']:,.0f}/s" if p["rate"] else f"burst {p['events_per_s']:,.0f}/s"
+            lines.append(
+                f"| {kind} | {rate} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | {p['max_ms']:.1f} | "
+                f"{p['commit_p99_ms']:.2f} | {p.get('checkpoints', 0):.0f} | "
+                f"{p.get('checkpoints_forced', 0):.0f} | {p.get('woken', 0):.0f} | "
+                f"{p.get('wal_mb', 0):.1f} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import argparse
+    import os
+
+    ap = argparse.ArgumentParser(description="A/B of the WAL checkpointer's settings")
+    ap.add_argument(
+        "--rates", type=lambda v: [float(x) for x in v.split(",")], default=[100.0, 1000.0]
+    )
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--bar-events", type=int, default=7)
+    ap.add_argument("--burst", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--ref", default="HEAD", help="git ref of the 'head' writer's src/")
+    args = ap.parse_args()
+    load = os.getloadavg()[0]
+    table = _ab_table(checkpoint_ab(args))
+    print(table)
+    print(
+        f"\n{args.rounds} rounds, medians; load average {load:.2f} before, "
+        f"{os.getloadavg()[0]:.2f} after"
+    )

@@ -145,7 +145,7 @@ def defer_wal_checkpoints(engine: Engine, *, journal_size_limit: int) -> Callabl
 
     Every connection `engine` hands out from now on runs ``wal_autocheckpoint=0`` (its
     commits never checkpoint) and ``journal_size_limit`` (the first commit after the log
-    restarts truncates the WAL file to that size, so the file's size tracks the log's).
+    restarts truncates a WAL file larger than that back to it).
     Other engines, and other processes, keep SQLite's defaults. Nested calls are counted;
     after the last undo, connections get the defaults back at their next checkout.
     """

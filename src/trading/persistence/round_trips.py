@@ -53,6 +53,8 @@ _RECENT_FILLS = (
     .order_by(FILLS.c.ts.desc(), FILLS.c.id.desc())
 )
 _PAGE = 20
+#: The first page, built once: a statement built per call costs SQLAlchemy its cache key.
+_FIRST_PAGE = _RECENT_FILLS.limit(_PAGE)
 
 
 class TradeBook:
@@ -215,8 +217,11 @@ def _exit_reason(batch: AuditBatch, e: TradeClosed) -> str | None:
     last = batch.rows.last_fill(e.symbol, e.ts, known)
     after = None if last is None else last["ts"]  # a stored fill must be later to win
     params = {"bot": batch.bot_id, "symbol": e.symbol, "ts": e.ts}
-    for skip in itertools.count(0, _PAGE):  # pages: orders are looked up by id, no join
-        page = batch.conn.execute(_RECENT_FILLS.limit(_PAGE).offset(skip), params).all()
+    # the batch's own fill at e.ts (the usual exit) leaves no stored one later: no query
+    pages = itertools.count(0, _PAGE) if after is None or after < e.ts else ()
+    for skip in pages:  # pages: orders are looked up by id, no join
+        stmt = _FIRST_PAGE if skip == 0 else _RECENT_FILLS.limit(_PAGE).offset(skip)
+        page = batch.conn.execute(stmt, params).all()
         later = [r for r in page if after is None or r.ts > after]
         batch.rows.load_orders(r.client_order_id for r in later)
         found = next((r for r in later if known(r.client_order_id)), None)

@@ -27,7 +27,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -52,6 +51,7 @@ from trading.persistence.checkpointer import DEFAULT_WAL_BYTES, WalCheckpointer
 from trading.persistence.equity import record_equity_snapshot
 from trading.persistence.recovery import record_reconciliation
 from trading.persistence.spool import EventSpool
+from trading.persistence.writer_health import WriterHealth, pct, scrub
 
 if TYPE_CHECKING:
     from trading.bus import EventBus, Subscription
@@ -71,33 +71,6 @@ AUDITED: tuple[type[Event], ...] = (
     BotStopped,
     Reconciled,
 )
-
-
-@dataclass(frozen=True)
-class WriterHealth:
-    """The writer's state for `atf status` and alerts.
-
-    `state`: ``ok`` (writing to the database), ``spooling`` (the database did not take the
-    last write: records go to the spool until a retry succeeds) or ``closed``.
-    """
-
-    state: str
-    queued: int
-    spool_pending: int
-    written: int
-    spooled: int
-    replayed: int
-    failures: int
-    last_error: str | None
-    last_write: datetime | None
-    latency_p50_ms: float | None
-    latency_p99_ms: float | None
-
-
-def scrub(message: str, engine: Engine) -> str:
-    """Mask the database password should a driver message echo it."""
-    password = engine.url.password
-    return message.replace(str(password), "***") if password else message
 
 
 class AuditWriter:
@@ -285,8 +258,8 @@ class AuditWriter:
             failures=self.failures,
             last_error=self.last_error,
             last_write=self.last_write,
-            latency_p50_ms=_pct(lat, 0.50),
-            latency_p99_ms=_pct(lat, 0.99),
+            latency_p50_ms=pct(lat, 0.50),
+            latency_p99_ms=pct(lat, 0.99),
         )
 
     # ------------------------------------------------------------------ the thread
@@ -397,8 +370,8 @@ class AuditWriter:
         if run:
             apply_events(self.engine, run, self.bot_instance_id)
         self.last_write = datetime.now(UTC)
-        if self.checkpointer is not None:
-            self.checkpointer.after_write()
+        if self.checkpointer is not None:  # idle: nothing queued, no commit due at once
+            self.checkpointer.after_write(idle=not self._queue)
 
     def _write_record(self, event: EquitySampled | Reconciled) -> None:
         if isinstance(event, EquitySampled):
@@ -493,8 +466,3 @@ def _close_at_exit() -> None:
     """Write or spool what running writers still hold when the interpreter exits."""
     for writer in list(_LIVE):
         writer.close(5.0)
-
-
-def _pct(sorted_values: list[float], q: float) -> float | None:
-    n = len(sorted_values)
-    return sorted_values[min(n - 1, int(q * n))] * 1000.0 if n else None

@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from trading.events import Event
 from trading.persistence import make_engine
-from trading.persistence.checkpointer import FORCE_FACTOR, WalCheckpointer
+from trading.persistence.checkpointer import FORCE_FACTOR, WalCheckpointer, WalGauge
 from trading.persistence.db import defer_wal_checkpoints, read_connection
 from trading.persistence.writer import AuditWriter
 
@@ -99,6 +99,59 @@ def test_without_the_checkpointer_the_same_batches_grow_the_wal_past_that_bound(
     undo()
 
 
+def test_the_wal_index_gives_the_log_and_what_is_left_to_copy_when_it_restarts_in_a_big_file(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "gauge.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("CREATE TABLE t (x BLOB)")
+    gauge = WalGauge(path)
+    conn.execute("INSERT INTO t VALUES (randomblob(100000))")
+    log, pending = gauge.read()
+    frame = pragma(conn, "page_size") + 24
+    assert log == pending == gauge.file_size() - 32 and log % frame == 0  # 32: the WAL header
+    assert log > 100_000
+    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()[0]
+    assert (busy, frames, copied) == (0, log // frame, log // frame)
+    assert gauge.read() == (log, 0)  # all of it copied, nothing new
+    conn.execute("INSERT INTO t VALUES (1)")  # the log restarts at the file's beginning
+    small, pending = gauge.read()
+    assert 0 < pending == small < log // 10 and gauge.file_size() == log + 32  # the file did not
+    conn.close()
+
+
+def test_a_long_log_already_copied_does_not_wake_the_checkpointer_again(
+    engine: Engine, sqlite_url: str
+) -> None:
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    ckpt = WalCheckpointer(engine, path, interval=3600.0, wal_bytes=WAL_BYTES).start()
+    pin = sqlite3.connect(path, isolation_level=None)  # holds the log: it cannot restart
+
+    def write(n: int) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS blobs (x BLOB)")
+            conn.exec_driver_sql(f"INSERT INTO blobs VALUES (randomblob({n}))")
+
+    write(2 * WAL_BYTES)
+    pin.execute("BEGIN")
+    pin.execute("SELECT count(*) FROM blobs").fetchall()
+    ckpt.after_write(idle=False)
+    assert ckpt.woken == 1
+    ckpt.checkpoint("PASSIVE")  # copies what the reader's snapshot has: all of it
+    for _ in range(3):
+        write(1000)  # the log is long, but only these frames are new
+        ckpt.after_write(idle=False)
+    assert ckpt.woken == 1 and ckpt.forced == 0
+    write(2 * WAL_BYTES)
+    ckpt.after_write(idle=False)
+    assert ckpt.woken == 2
+    pin.execute("COMMIT")
+    pin.close()
+    assert ckpt.close()
+
+
 def test_close_empties_the_wal_and_stops_the_checkpointer_thread(
     engine: Engine, bot: int, tmp_path: Path, wal: Path
 ) -> None:
@@ -119,7 +172,8 @@ def test_the_writers_connections_do_not_checkpoint_while_other_connections_do(
     reader_engine = make_engine(sqlite_url)
     with read_connection(engine) as mine, read_connection(reader_engine) as reader:
         assert pragma(mine, "wal_autocheckpoint") == 0
-        assert pragma(mine, "journal_size_limit") == WAL_BYTES
+        # a restart truncates only a WAL past the forcing size, not every WAL past wal_bytes
+        assert pragma(mine, "journal_size_limit") == FORCE_FACTOR * WAL_BYTES
         assert pragma(reader, "wal_autocheckpoint") == 1000  # SQLite's default
         assert pragma(reader, "journal_size_limit") == -1
     raw = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"))
