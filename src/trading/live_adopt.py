@@ -7,11 +7,11 @@ made on warm-up bars are refused at the venue, so the exits must not act before)
   holds the working legs under their client order ids (nothing is submitted again);
 * the broker adopts the legs as accepted orders and starts at the position (`ccxt_adopt`);
 * the book gets an `OpenTrade` at the position's size and average entry, entered at the bar
-  of the position's opening time (its signal the bar before), with the legs as its stop and
-  target orders;
+  of the position's opening time, signalled at the bar its entry order was made on, with the
+  legs as its stop and target orders;
 * the exit mixins' state is recomputed, not loaded: `on_entry` at the signal bar, then
-  `on_bar` on every bar from the entry to the last one, as the earlier run would have
-  called them (a kill -9 saves no state, and the bars are the venue's: the same ones). So
+  `on_bar` on every bar after it (and from the entry bar) up to the last one, as the earlier
+  run called them (a kill -9 saves no state, and the bars are the venue's: the same ones). So
   a trailing stop's best price, a breakeven already armed and a time exit's entry bar are
   what they were; the levels of the legs at the venue stay the trade's, and the first live
   bar moves them (cancel and replace) when the recomputed state says so.
@@ -58,20 +58,22 @@ def _adopt(strat: BaseStrategy, book: Book, taken: AdoptedPosition) -> None:
     pos, trip = taken.position, taken.trip
     side = Side.LONG if pos.quantity > 0 else Side.SHORT
     strat.position_manager.restore(trip.fills)
-    opened = entry_bar(book, pos.opened_ts or trip.entry_time, i)
-    # The exits are anchored at a bar their indicators cover (a position older than the
-    # warm-up window, or opened before the indicators were ready, starts there).
-    s = max(opened - 1, min(book.warmup, i))
-    e = max(opened, min(s + 1, i))
-    if e != opened:
-        log.warning("%s: the position is older than the warm-up bars cover; its exits count from bar %d "
-                    "(raise data.warmup_bars)", book.symbol, e)
+    e = entry_bar(book, pos.opened_ts or trip.entry_time, i)
+    # The signal bar is the one the entry order was made on; live, the fill is told before the
+    # next bar, so the entry bar is the signal's too, and the exits see bars from the next one.
+    s = min(entry_bar(book, trip.signal_time, i) if trip.signal_time is not None else max(e - 1, 0), e)
+    first = max(e, s + 1)
+    ready = min(book.warmup, i)
+    if s < ready:  # before the indicators are ready (or the first bar): anchor where they are
+        log.warning("%s: the position is older than the warm-up bars cover; its exits are anchored at bar %d "
+                    "(raise data.warmup_bars)", book.symbol, ready)
+        s, e = ready, max(e, ready)
     entry = float(pos.avg_entry_price or 0)
     trade = OpenTrade(symbol=book.symbol, side=side, signal_index=s, ref_price=book.close[s],
                       entry_tag=trip.entry_tag or ADOPTED, quantity=float(abs(pos.quantity)), entry_index=e,
                       entry_price=entry, best_price=entry, worst_price=entry)
-    _extremes(trade, book, opened, e)
-    restore_exit_state(book, trade, s, e, i)
+    _extremes(trade, book, first, max(e, s + 1))  # bars skipped by an anchoring still count
+    restore_exit_state(book, trade, s, max(e, s + 1), i)
     book.trade = trade
     book.entry_fee = _entry_fee(taken)
     strat._trade_id[book.symbol] = ClientOrderId(trip.trade_key)
@@ -115,10 +117,10 @@ def _extremes(trade: OpenTrade, book: Book, first: int, end: int) -> None:
             trade.worst_price = max(trade.worst_price, book.high[j])
 
 
-def restore_exit_state(book: Book, trade: OpenTrade, signal: int, entry: int, last: int) -> None:
-    """Call the exit mixins as the earlier run did: `on_entry` at `signal`, `on_bar` from `entry` to before `last`."""
+def restore_exit_state(book: Book, trade: OpenTrade, signal: int, first: int, last: int) -> None:
+    """Call the exit mixins as the earlier run did: `on_entry` at `signal`, `on_bar` from `first` to before `last`."""
     _levels(trade, combine([x.on_entry(trade, signal) for x in book.exits], trade.side))
-    for j in range(entry, last):
+    for j in range(first, last):
         _extremes(trade, book, j, j + 1)
         _levels(trade, combine([x.on_bar(trade, j) for x in book.exits], trade.side))
 

@@ -76,6 +76,22 @@ class Adoption:
     positions: dict[str, AdoptedPosition]
 
 
+CATCH_UP_TRIES = 3
+
+
+class FrozenView:
+    """One read of a `BrokerView` (reconciliation reads it more than once; the venue moves between)."""
+
+    def __init__(self, view: Any) -> None:
+        self._orders, self._positions = list(view.open_orders()), list(view.positions())
+
+    def open_orders(self) -> list[Any]:
+        return self._orders
+
+    def positions(self) -> list[Position]:
+        return self._positions
+
+
 class SpotAwareView:
     """`CcxtBrokerView` at the database's precision, with spot positions read from the balances."""
 
@@ -128,7 +144,7 @@ def reconcile_at_start(audit: Any, broker: Any, symbols: Sequence[str], on_resta
         return None
     from trading.live_catchup import catch_up
     from trading.persistence.recovery import load_open_orders, load_positions
-    from trading.reconcile import reconcile_with_broker
+    from trading.reconcile import reconcile, reconcile_with_broker
 
     engine, instance = audit.engine, audit.info.id
     db_orders, db_positions = load_open_orders(engine, instance), load_positions(engine, instance)
@@ -141,8 +157,14 @@ def reconcile_at_start(audit: Any, broker: Any, symbols: Sequence[str], on_resta
         return None
     if not execution.venue.connected:
         execution.connect()
-    caught = catch_up(engine, instance, execution.venue, db_orders, db_positions)
-    view = SpotAwareView(execution.venue, symbols, db_orders, db_positions)
+    live = SpotAwareView(execution.venue, symbols, db_orders, db_positions)
+    for _ in range(CATCH_UP_TRIES):
+        # The venue trades on meanwhile: compare the lookups with one read of its account taken
+        # after them, and look again when something changed in between.
+        caught = catch_up(engine, instance, execution.venue, db_orders, db_positions)
+        view = FrozenView(live)
+        if reconcile(db_orders, db_positions, view, unrecorded=caught.events).ok:
+            break
     rec = reconcile_with_broker(engine, instance, view, unrecorded=caught.events)
     rec.raise_if_mismatched()
     if caught.events:

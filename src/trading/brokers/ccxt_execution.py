@@ -310,7 +310,9 @@ class CcxtExecution(ProtectiveOrders, StreamedOrders):
     def _reject(self, t: Tracked, reason: str) -> None:
         t.state = "done"
         log.warning("%s rejected: %s", t.order.client_order_id, reason)
-        if t.order.is_open:
+        if t.order.status is OrderStatus.PENDING_CANCEL:  # its cancel was asked for meanwhile: over either way
+            self.orders.on_cancelled(t.order.client_order_id, t.cancel_reason or reason)
+        elif t.order.is_open:
             self.orders.on_rejected(t.order.client_order_id, reason)
 
     # ------------------------------------------------------------------ venue facts

@@ -137,6 +137,7 @@ class OpenRoundTrip:
     entry_tag: str | None
     entry_time: datetime | None
     fills: list[OrderPartiallyFilled]
+    signal_time: datetime | None = None  # when the entry order was made (the strategy's signal bar)
 
 
 def load_round_trip(engine: Engine, bot_instance_id: int, trade_key: str) -> OpenRoundTrip:
@@ -149,9 +150,13 @@ def load_round_trip(engine: Engine, bot_instance_id: int, trade_key: str) -> Ope
     trade = select(TRADES.c.entry_tag, TRADES.c.entry_time).where(
         TRADES.c.bot_instance_id == bot_instance_id, TRADES.c.trade_key == trade_key
     )
+    entry = select(ORDERS.c.created_at).where(
+        ORDERS.c.bot_instance_id == bot_instance_id, ORDERS.c.client_order_id == trade_key
+    )
     with read_connection(engine) as conn:
         rows = [r._mapping for r in conn.execute(fills)]
         row = conn.execute(trade).first()
+        signal = conn.execute(entry).scalar()
     told = [
         OrderPartiallyFilled(
             ts=r["ts"], client_order_id=ClientOrderId(r["client_order_id"]), symbol=r["symbol"],
@@ -162,7 +167,8 @@ def load_round_trip(engine: Engine, bot_instance_id: int, trade_key: str) -> Ope
         for r in rows
     ]
     symbol = rows[0]["symbol"] if rows else ""
-    return OpenRoundTrip(trade_key, symbol, None if row is None else row[0], None if row is None else row[1], told)
+    return OpenRoundTrip(trade_key, symbol, None if row is None else row[0], None if row is None else row[1], told,
+                         signal)
 
 
 def record_reconciliation(
