@@ -24,8 +24,9 @@ from tests.e2e.test_cli_live import _start
 from tests.e2e.test_cli_live_restart import (
     ARGS,
     SYMBOL,
+    _accepted,
+    _closed,
     _interrupt,
-    _open_in_db,
     _polls,
     _trade,
     _wait,
@@ -70,12 +71,12 @@ def _kill_in_position(work: Path, fake: FakeExchange, engine: Engine) -> tuple[A
         def protected() -> bool:
             legs = _legs(fake)
             held = fake.futures.positions[SYMBOL].qty > 0
-            return held and len(legs) == 2 and {a.client_id for a in legs} <= _open_in_db(engine)
+            return held and len(legs) == 2 and {a.client_id for a in legs} <= _accepted(work)
 
         while True:
             assert _wait(protected, 150, proc), f"no protected position: {proc.poll()} {_legs(fake)}"
             fake.clock.set_speed(0)
-            if _wait(lambda: not protected(), 1.0):
+            if _wait(lambda: not protected(), 2.0):
                 fake.clock.set_speed(SPEED)
                 continue
             break
@@ -154,7 +155,7 @@ def test_on_futures_a_restart_adopts_both_legs_and_the_target_fill_closes_the_tr
     closed = _wait(lambda: _polls(fake, since, "/fapi/v1/openOrders") >= 3, 90, proc)
     if closed:
         fake.script(SYMBOL, _walk(float(target.trigger) * 1.002, 400))
-        closed = _wait(lambda: _trade(engine, key).status == "closed", 120, proc)
+        closed = _wait(lambda: _closed(tmp_path, key), 120, proc)
         closed = closed and _wait(lambda: not stop.is_open, 30, proc)  # the venue does not cancel it itself
     fake.clock.set_speed(0)
     out, err = _interrupt(proc)
