@@ -98,6 +98,14 @@ def _accepted(work: Path) -> set[str]:
     return {cid for cid, s in status.items() if s == "accepted"}
 
 
+def _hold(fake: FakeExchange, target: Decimal) -> float:
+    """A price to hold while the bot restarts: the current minute's high (its trailing stop stays below
+    it, however the bars since the kill move it), just below the target."""
+    now = fake.now_ms()
+    high = fake.engine.paths[SYMBOL].candle(now - now % 60_000, 60_000, now)[1]
+    return float(min(max(high, fake.engine.price(SYMBOL)), target - Decimal("0.05")))
+
+
 def _closed(work: Path, key: str) -> bool:
     """Whether the bot's order log has the round trip `key` closed."""
     path = work / "out" / "logs" / "trading_orders.jsonl"
@@ -242,7 +250,7 @@ def test_a_restart_adopts_the_open_position_and_its_legs_and_closes_the_same_tra
     # The default adopts: the legs keep working under their ids and are never placed again.
     _write_config(tmp_path, fake, url)
     since = len(fake.requests)
-    fake.script(SYMBOL, [float(fake.engine.price(SYMBOL))] * 100_000)  # nothing fills until the bot has adopted
+    fake.script(SYMBOL, [_hold(fake, target.price)] * 100_000)  # nothing fills until the bot has adopted
     fake.clock.set_speed(SPEED)
     proc = _start(ARGS, tmp_path, VENUE_ENV)
     closed = _wait(lambda: _polls(fake, since, "/api/v3/openOrders") >= 3, 90, proc)

@@ -26,6 +26,7 @@ from tests.e2e.test_cli_live_restart import (
     SYMBOL,
     _accepted,
     _closed,
+    _hold,
     _interrupt,
     _polls,
     _trade,
@@ -149,7 +150,7 @@ def test_on_futures_a_restart_adopts_both_legs_and_the_target_fill_closes_the_tr
     legs = {stop.client_id, target.client_id}
 
     since = len(fake.requests)
-    fake.script(SYMBOL, [float(fake.futures.price(SYMBOL))] * 100_000)  # nothing fills until the bot has adopted
+    fake.script(SYMBOL, [_hold(fake, target.trigger)] * 100_000)  # nothing fills until the bot has adopted
     fake.clock.set_speed(SPEED)
     proc = _start(ARGS, tmp_path, VENUE_ENV)
     closed = _wait(lambda: _polls(fake, since, "/fapi/v1/openOrders") >= 3, 90, proc)
