@@ -9,7 +9,8 @@ and position and publish their events. The services the YAML switches on (order 
 ledger, notifier: `trading.bot_services`) listen to the same bus; they start before
 BotStarted and stop after BotStopped. Operators (Telegram) pause and resume entries and
 close positions through the `request_*` methods, which are thread-safe and take effect at
-the next bar. A live run (`atf live`, or `atf paper` without replay) reads closed bars from
+the next bar (in a live run at a venue the emergency stop and forced exits act at once,
+between bars). A live run (`atf live`, or `atf paper` without replay) reads closed bars from
 the venue and, in live mode, trades there (`trading.live_run.LiveSession`).
 """
 
@@ -185,6 +186,7 @@ class BaseTradingBot:
         self.stop_reason = EMERGENCY_STOP
         self._control.halted = True
         self._control.emergency.set()
+        self._control.poke()  # a live run at a venue acts now, between bars
 
     def request_stop_entries(self) -> None:
         """Refuse new entries (and adds) until `request_resume`; open positions keep their exits.
@@ -204,15 +206,19 @@ class BaseTradingBot:
         self._control.resume.set()
 
     def request_force_exit(self, symbol: str | None) -> None:
-        """Close the position in `symbol` (None: every position) at the next bar's open; keep running.
+        """Close the position in `symbol` (None: every position) with a market order; keep running.
 
-        Working entry orders of the symbol are cancelled; nothing is halted, so later signals
-        trade as usual. Thread-safe, returns at once.
+        Working orders of the symbol (its stop, targets, an entry's rest) are cancelled with
+        the reason ``force_exit``; nothing is halted, so later signals trade as usual (not on
+        the bar the exit is taken on). A live run at a venue sends the cancels and the market
+        order within one pass of its loop (seconds), between bars; a backtest, a replay or a
+        paper run at the next bar, filled at the following open. Thread-safe, returns at once.
         """
         if symbol is not None and symbol not in self.config.bot.symbols:
             raise ValueError(f"bot '{self.config.bot.name}' does not trade {symbol!r} "
                              f"(symbols: {', '.join(self.config.bot.symbols)})")
         self._control.force_exits.append(symbol)
+        self._control.poke()
 
     async def stop(self, reason: str = "stop") -> None:
         """End after the current bar, save the state and wait until `start_trading` returns."""
@@ -221,7 +227,14 @@ class BaseTradingBot:
             await self._done.wait()
 
     async def emergency_stop(self) -> None:
-        """Cancel every open order, close every position at the next bar's open, then halt."""
+        """Halt, cancel every working order, close every position with market orders, then end the run.
+
+        A live run at a venue acts within one pass of its loop (seconds), between bars, and
+        ends once the venue has no position and no working order of the bot and the closing
+        fills are booked (reason ``emergency_stop`` in the order log, the audit trail and the
+        trades; state.json written). A backtest, a replay or a paper run acts at the next
+        bar, the positions closed at the following open, and ends then. Returns once the run ended.
+        """
         self.request_emergency_stop()
         if self._running:
             await self._done.wait()

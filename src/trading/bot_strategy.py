@@ -3,12 +3,18 @@
 `SharedControls` is what the asyncio side (stop, emergency stop, operator commands) and the
 strategy's worker thread share; `BotStrategy` applies it at each bar and writes the state
 snapshot (open positions from the PositionManager, working orders from the OrderManager).
+
+In a live run at a venue the emergency stop and the forced exits do not wait for the next
+bar: the venue broker (`CcxtBroker`, `IBKRBroker`) calls `BotStrategy._between_bars` on every
+pass of Cerebro's loop, which flattens through the same `_flatten` as the bar. Backtests,
+replays and paper runs (the SimBroker has no such hook) apply them at the bar only.
 """
 
 from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -23,6 +29,7 @@ from strategy.risk_gate import bar_datetime
 from trading.bt_orders import TradeLabels
 from trading.bus import EventBus
 from trading.events import Event, Halted, Resumed
+from trading.live_run import in_warmup
 from trading.orders import Order, OrderStatus
 from trading.positions import Position
 
@@ -47,10 +54,17 @@ class SharedControls:
     resume: threading.Event = field(default_factory=threading.Event)
     force_exits: deque[str | None] = field(default_factory=deque)  # symbols to close; None: all
     state: dict[str, Any] | None = None
+    wake: Callable[[], None] | None = None  # a venue broker's: run a pass of Cerebro's loop now
 
     def publish(self, event: Event) -> None:
         if self.bus is not None:
             self.bus.publish(event)  # never blocks: consumers run on their own queues
+
+    def poke(self) -> None:
+        """Have a live run take a request now, between bars (thread-safe; nothing elsewhere)."""
+        wake = self.wake
+        if wake is not None:
+            wake()
 
 
 class BotStrategy(BaseStrategy):
@@ -62,25 +76,65 @@ class BotStrategy(BaseStrategy):
         super().__init__()
         self._paused = False  # the pause the events have told
         self._forced: set[str] = set()  # symbols closed by operator on this bar: no new entry
+        self._hooked = False  # a venue broker calls `_between_bars` on every pass
+        self._live_bar = False  # the last bar was a live one (not warm-up): orders may go out
         labels: TradeLabels | None = self.p.labels
         if labels is not None:
             labels.labeller = self._trade_labels
             self._venue.labels = labels
 
+    def start(self) -> None:
+        super().start()
+        on_pass = getattr(self.broker, "on_pass", None)
+        if callable(on_pass):  # a venue broker: a live run, whose loop passes between bars too
+            on_pass(self._between_bars)
+            self._hooked = True
+            self.p.control.wake = getattr(self.broker, "wake", None)
+
     def next(self) -> None:
         ctl: SharedControls = self.p.control
-        if ctl.emergency.is_set() and not ctl.flattening:
-            ctl.flattening = ctl.halted = True
-            self.risk.halt("EMERGENCY_STOP", "emergency stop: orders cancelled, positions closed")
-            self._flatten(self.books, EMERGENCY_STOP)
+        self._emergency(ctl)
         if ctl.force_exits or ctl.resume.is_set() or ctl.entries_paused != self._paused:
             self._operator_commands(ctl)
         super().next()
         self._forced.clear()
+        if self._hooked:
+            self._live_bar = not any(in_warmup(d) for d in self.datas)
         if ctl.flattening and all(b.trade is None for b in self.books):
             ctl.stop_requested.set()
         if ctl.stop_requested.is_set():
             self.env.runstop()  # cerebro ends after this bar; stop() runs next
+
+    def _between_bars(self, settled: bool) -> bool:
+        """Apply an emergency stop or forced exits now; the venue broker calls it on every pass.
+
+        `settled` is False while the broker holds news the strategy has not been told yet:
+        that goes first, and this acts on a later pass. Before the first live bar (warm-up,
+        a restart's adoption) nothing acts here: the bar does it. Once an emergency stop has
+        left no position and no working order, Cerebro ends after this pass. Return True
+        while the venue's news is awaited (a broker that passes only on news then wakes).
+        """
+        ctl: SharedControls = self.p.control
+        asked = (ctl.emergency.is_set() and not ctl.flattening) or bool(ctl.force_exits)
+        if not (asked or ctl.flattening) or not self._live_bar:
+            return False
+        if not settled:
+            return True
+        self._emergency(ctl)
+        while ctl.force_exits:
+            self._force_exit(ctl.force_exits.popleft())  # `_forced` skips the symbol on the next bar
+        if ctl.flattening and all(b.trade is None for b in self.books) and not self.order_manager.open_orders():
+            ctl.stop_requested.set()
+            self.env.runstop()  # the venue is flat with nothing working: end after this pass
+            return False
+        return ctl.flattening
+
+    def _emergency(self, ctl: SharedControls) -> None:
+        """Halt, cancel every working order and close every position, once per run."""
+        if ctl.emergency.is_set() and not ctl.flattening:
+            ctl.flattening = ctl.halted = True
+            self.risk.halt("EMERGENCY_STOP", "emergency stop: orders cancelled, positions closed")
+            self._flatten(self.books, EMERGENCY_STOP)
 
     def _may_enter(self) -> bool:
         ctl: SharedControls = self.p.control
@@ -106,13 +160,16 @@ class BotStrategy(BaseStrategy):
             elif not resumed_halt:
                 ctl.publish(Resumed(ts=now, reason=RESUME_COMMAND))
         while ctl.force_exits:
-            symbol = ctl.force_exits.popleft()
-            books = [b for b in self.books if symbol is None or b.symbol == symbol]
-            self._forced.update(b.symbol for b in books)
-            self._flatten(books, FORCE_EXIT)
+            self._force_exit(ctl.force_exits.popleft())
+
+    def _force_exit(self, symbol: str | None) -> None:
+        """Close `symbol` (None: every symbol) for the operator; no new entry of it on this bar."""
+        books = [b for b in self.books if symbol is None or b.symbol == symbol]
+        self._forced.update(b.symbol for b in books)
+        self._flatten(books, FORCE_EXIT)
 
     def _flatten(self, books: list[Book], reason: str) -> None:
-        """Cancel the books' working orders and close their positions at the next open."""
+        """Cancel the books' working orders and close their positions by market orders."""
         for book in books:
             trade = book.trade
             if trade is None:

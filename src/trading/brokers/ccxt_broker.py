@@ -15,6 +15,8 @@ reason, expired) becomes the backtrader notification the unchanged BaseStrategy 
 * Orders created on a warm-up bar (the live feed's history) are rejected with ``WARMUP``:
   only bars that closed after the start are traded.
 * No `modify`: BaseStrategy then moves a stop by cancel and replace, as venues do.
+* A strategy registered with `on_pass` is called at the start of every pass, before the
+  orders go out: the bot's emergency stop and forced exits act there, between bars.
 * Cash and value come from the venue's balances (refreshed at each poll): the quote currency
   plus the base assets of the traded symbols at their last close (futures: the margin balance;
   positions the account holds at start are the strategy's).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import collections
 import importlib.util
 import logging
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -73,6 +76,7 @@ class CcxtBroker(bt.BrokerBase):
         self._by_cid: dict[ClientOrderId, bt.Order] = {}
         self._order_logger: Any = None
         self._quote: str | None = None
+        self._pass_hook: Callable[[bool], bool] | None = None
         execution.orders.add_update_callback(self._on_update)
 
     # ------------------------------------------------------------------ wiring
@@ -108,7 +112,17 @@ class CcxtBroker(bt.BrokerBase):
                 self.positions[data] = bt.Position(float(pos.quantity), float(pos.entry_price))
         self.startingcash = self.getcash()
 
+    def on_pass(self, hook: Callable[[bool], bool]) -> None:
+        """Call `hook(settled)` at the start of every pass; settled: every notification was delivered.
+
+        The orders it makes go out in the same pass. The live feed returns to the loop every
+        `qcheck` seconds, so no wake-up is needed (the hook's answer is not used).
+        """
+        self._pass_hook = hook
+
     def next(self) -> None:
+        if self._pass_hook is not None:
+            self._pass_hook(not self.notifs)
         self._send_unsent()
         self.execution.pump()
 

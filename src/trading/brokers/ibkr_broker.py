@@ -22,6 +22,11 @@ The strategy places backtrader orders as usual; the broker sends them to IB thro
 
 Facts arrive on the IB loop thread and are applied on Cerebro's thread (`next`, `flush`,
 `get_notification`), so backtrader objects are only touched by Cerebro's thread.
+
+The IB feeds block until the next bar, so Cerebro's loop passes only at bars unless woken:
+`wake` has every feed return once without a bar. A strategy registered with `on_pass` is
+called on every pass (the bot's emergency stop and forced exits act there, between bars);
+while it answers True, each fact from IB wakes the loop, so its news is applied at once.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 import logging
 import queue
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -72,7 +78,9 @@ class IBKRBroker(bt.BrokerBase):
         self._dirty: dict[int, bt.Order] = {}  # amended since the last flush
         self._own_ids: Counter[tuple[str, float, str]] = Counter()
         self.startingcash = 0.0
-        adapter.add_listener(self._facts.put)
+        self._pass_hook: Callable[[bool], bool] | None = None
+        self._follow = False  # the hook awaits IB's news: each fact wakes Cerebro's loop
+        adapter.add_listener(self._on_fact)
 
     @property
     def bus(self) -> Any:
@@ -182,8 +190,34 @@ class IBKRBroker(bt.BrokerBase):
 
     # ------------------------------------------------------------------ sending
 
+    def on_pass(self, hook: Callable[[bool], bool]) -> None:
+        """Call `hook(settled)` on every pass, after IB's facts are applied; settled: all were delivered.
+
+        The orders it makes go out at the next `flush` (the feed's, right after the pass).
+        While it returns True, IB's facts wake the loop (`wake`).
+        """
+        self._pass_hook = hook
+
+    def wake(self) -> None:
+        """Have Cerebro's loop run a pass now, without a bar (thread-safe)."""
+        for data in getattr(getattr(self, "cerebro", None), "datas", None) or []:
+            wake = getattr(data, "wake", None)
+            if callable(wake):
+                wake()
+
+    def _on_fact(self, fact: VenueFact) -> None:
+        self._facts.put(fact)  # IB loop thread
+        if self._follow:
+            self.wake()
+
     def next(self) -> None:
         self._apply_facts()
+        hook = self._pass_hook
+        if hook is None:
+            return
+        self._follow = hook(not self.notifs)
+        if self._follow and (self.notifs or not self._facts.empty()):
+            self.wake()  # deliver IB's news first, then a pass that acts on it
 
     def settle(self) -> None:
         """Send the last step's orders, wait until IB answered all sent so far, apply its news.

@@ -7,7 +7,10 @@ market order goes out as soon as the strategy has decided.
 
 Bars from history are warm-up: `warmup_end` is the time (backtrader day number) of the last
 one delivered, and a broker must not send orders made on such bars (the IBKR broker refuses
-them, unless IB already holds them from before a restart). `finish()` ends the feed.
+them, unless IB already holds them from before a restart). `finish()` ends the feed; `wake()`
+has `_load` return once without a bar, so Cerebro's loop runs a pass between bars (its
+broker's `wake`: an emergency stop acts at once), except while Cerebro waits for the bar of
+a step another feed has delivered.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 
 import backtrader as bt
 
@@ -25,6 +28,7 @@ from trading.data.ibkr_bars import Bar, BarStream
 log = logging.getLogger(__name__)
 
 _END = None
+_WAKE = object()  # return to Cerebro's loop without a bar
 _EPOCH_NUM = 719163.0  # backtrader's day number of 1970-01-01
 
 
@@ -43,12 +47,15 @@ class IBKRLiveFeed(bt.feeds.DataBase):
         super().__init__()
         if self.p.adapter is None or not self.p.symbol:
             raise ValueError("IBKRLiveFeed needs adapter= and symbol=")
-        self.bars: queue.Queue[tuple[Bar, bool] | None] = queue.Queue()
+        self.bars: queue.Queue[tuple[Bar, bool] | object | None] = queue.Queue()
         self.warmup_end = float("-inf")
         self.delivered = 0
         self.historical = 0
         self._idle = threading.Event()
         self._stream: BarStream | None = None
+        self._wake_lock = threading.Lock()
+        self._wake_queued = False  # one wake-up at a time in the queue
+        self._step_bar = False  # Cerebro asks for the bar of a step another feed delivered
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -78,16 +85,37 @@ class IBKRLiveFeed(bt.feeds.DataBase):
         """End the feed after the bars already queued (thread-safe)."""
         self.bars.put(_END)
 
+    def wake(self) -> None:
+        """Return to Cerebro's loop once without a bar (thread-safe)."""
+        with self._wake_lock:
+            if self._wake_queued:
+                return
+            self._wake_queued = True
+        self.bars.put(_WAKE)
+
     # ------------------------------------------------------------------ bars
 
-    def _load(self) -> bool:
+    def next(self, datamaster: Any = None, ticks: bool = True) -> Any:
+        self._step_bar = datamaster is not None  # Cerebro's retry for a step's bar: wait for the bar
+        try:
+            return super().next(datamaster=datamaster, ticks=ticks)
+        finally:
+            self._step_bar = False
+
+    def _load(self) -> bool | None:
         self._flush_broker()
         self._idle.set()
         item = self.bars.get()
+        while item is _WAKE and self._step_bar:  # the pass comes with the bar: aligned steps first
+            self._unwake()
+            item = self.bars.get()
         self._idle.clear()
+        if item is _WAKE:
+            self._unwake()
+            return None
         if item is _END:
             return False
-        bar, historical = item
+        bar, historical = cast(tuple[Bar, bool], item)
         num = _EPOCH_NUM + bar.start / 86_400.0
         lines = self.lines
         lines.datetime[0] = num
@@ -98,6 +126,10 @@ class IBKRLiveFeed(bt.feeds.DataBase):
             self.historical += 1
         self.delivered += 1
         return True
+
+    def _unwake(self) -> None:
+        with self._wake_lock:
+            self._wake_queued = False
 
     def _flush_broker(self) -> None:
         env = getattr(self, "_env", None)
