@@ -69,28 +69,67 @@ class WalGauge:
     ``nBackfill`` (frames copied to the database) at byte 96, native byte order. The file
     size of the WAL says neither once the log restarts within a larger file. A header read
     while a commit changes it may be stale or torn: the numbers only decide when to wake.
+
+    The header is read with ``pread`` on the descriptor SQLite itself holds open for the
+    ``-shm`` in this process (found in ``/proc/self/fd``), never by opening the file: closing
+    any descriptor of a file drops every POSIX lock the process holds on it, SQLite's
+    "dead man switch" read lock included, and the next process to open the database would
+    then truncate the ``-shm`` that this process's SQLite has mapped (SIGBUS; "How To
+    Corrupt An SQLite Database File", 2.2). Without such a descriptor (no connection open
+    here, no ``/proc``) the WAL file's size stands in for both numbers.
     """
 
     _PAGE_AND_FRAMES = struct.Struct("=HI")  # szPage at byte 14, mxFrame at byte 16
     _BACKFILL = struct.Struct("=I")  # nBackfill at byte 96
+    _FDS = Path("/proc/self/fd")
 
     def __init__(self, path: Path) -> None:
         self.shm_path = path.with_name(path.name + "-shm")
         self.wal_path = path.with_name(path.name + "-wal")
+        self._target = os.path.realpath(self.shm_path)
+        self._fd: int | None = None
 
     def read(self) -> tuple[int, int]:
         """Return (log bytes, log bytes not yet copied to the database); the WAL file's size
         for both if the index cannot be read."""
-        try:
-            with open(self.shm_path, "rb", buffering=0) as f:
-                head = f.read(100)
-            page, frames = self._PAGE_AND_FRAMES.unpack_from(head, 14)
-            (backfill,) = self._BACKFILL.unpack_from(head, 96)
-        except (OSError, struct.error):
+        head = self._header()
+        if head is None:
             size = self.file_size()
             return size, size
+        page, frames = self._PAGE_AND_FRAMES.unpack_from(head, 14)
+        (backfill,) = self._BACKFILL.unpack_from(head, 96)
         frame = (65536 if page == 1 else page) + 24  # a frame: its page and a 24-byte header
         return frames * frame, max(frames - backfill, 0) * frame
+
+    def _header(self) -> bytes | None:
+        for fd in ([self._fd] if self._fd is not None else []) + [None]:
+            fd = fd if fd is not None else self._find()
+            if fd is None:
+                return None
+            try:
+                if os.readlink(self._FDS / str(fd)) != self._target:
+                    raise OSError("descriptor reused")
+                head = os.pread(fd, 100, 0)
+            except OSError:
+                self._fd = None
+                continue
+            self._fd = fd
+            return head if len(head) == 100 else None
+        return None
+
+    def _find(self) -> int | None:
+        """Return the descriptor SQLite holds for the -shm file, without opening the file."""
+        try:
+            names = os.listdir(self._FDS)
+        except OSError:
+            return None
+        for name in names:
+            try:
+                if os.readlink(self._FDS / name) == self._target:
+                    return int(name)
+            except (OSError, ValueError):
+                continue
+        return None
 
     def file_size(self) -> int:
         try:

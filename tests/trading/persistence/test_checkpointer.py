@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +121,45 @@ def test_the_wal_index_gives_the_log_and_what_is_left_to_copy_when_it_restarts_i
     conn.execute("INSERT INTO t VALUES (1)")  # the log restarts at the file's beginning
     small, pending = gauge.read()
     assert 0 < pending == small < log // 10 and gauge.file_size() == log + 32  # the file did not
+    conn.close()
+
+
+_SHM_DMS = 128  # SQLite's "dead man switch" byte in the -shm file (unix VFS): a read lock per process
+
+_LOCK_PROBE = """
+import fcntl, os, struct, sys
+fd = os.open(sys.argv[1], os.O_RDWR)
+probe = struct.pack("hhqqi", fcntl.F_WRLCK, 0, int(sys.argv[2]), 1, 0)
+kind = struct.unpack("hhqqi", fcntl.fcntl(fd, fcntl.F_GETLK, probe))[0]
+print("held" if kind != fcntl.F_UNLCK else "free")
+"""
+
+
+def _dms_lock_held_by_another_process(shm: Path) -> bool:
+    """Ask from a child process whether some process holds a lock on the -shm's DMS byte."""
+    out = subprocess.run([sys.executable, "-c", _LOCK_PROBE, str(shm), str(_SHM_DMS)],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    return out == "held"
+
+
+def test_reading_the_wal_index_keeps_sqlites_locks_on_it(tmp_path: Path) -> None:
+    """Opening and closing the -shm would drop this process's POSIX locks on it; another
+    process opening the database would then truncate the -shm under SQLite's map (SIGBUS)."""
+    path = tmp_path / "locks.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE t (x BLOB)")
+    conn.execute("INSERT INTO t VALUES (randomblob(10000))")
+    shm = path.with_name(path.name + "-shm")
+    assert _dms_lock_held_by_another_process(shm)  # SQLite's connection here holds it
+    gauge = WalGauge(path)
+    for _ in range(3):
+        log, _pending = gauge.read()
+    assert log > 10_000  # read from the index, through SQLite's own descriptor
+    assert _dms_lock_held_by_another_process(shm)  # still held after the reads
+    with open(shm, "rb") as f:  # what reading the index by opening the file does
+        f.read(100)
+    assert not _dms_lock_held_by_another_process(shm)  # the probe can see the lock go
     conn.close()
 
 
