@@ -202,7 +202,7 @@ def test_emergency_stop_at_interactive_brokers_cancels_the_bracket_children_and_
             await _until(lambda: tws.call(lambda: any(s.history for s in tws.sessions)), task, "live bars")
             await step_until(protected, task, "a position with its stop and target working at IB")
             stopping = asyncio.gather(bot.emergency_stop(), bot.emergency_stop())
-            # The bot acts on its next bar: move IB's clock on until it has, and has stopped.
+            # The bot acts at once (test_emergency_stop_between_bars.py holds the clock); stepping on is harmless.
             await step_until(lambda: stopping.done(), task, "the emergency stop done")
             await stopping
             await asyncio.wait_for(task, 30)
