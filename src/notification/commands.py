@@ -27,7 +27,7 @@ HELP = """Commands:
 /stop – stop after the current bar
 /start – allow entries again
 /stopentry – no new entries; exits keep working
-/forceexit SYMBOL|all – close positions at the next bar
+/forceexit SYMBOL|all – close positions (now when live, else at the next bar)
 /help – this list"""
 
 _QUERIES = {"status": None, "positions": None, "balance": None, "profit": None, "performance": None,
@@ -103,9 +103,9 @@ class CommandRouter:
         if target.lower() == "all":
             if isinstance(self._control, ForceExitControl):
                 self._control.request_force_exit(None)
-                return "Closing every position at the next bar."
+                return f"Closing every position {self._when()}."
             self._control.request_emergency_stop()
-            return ("🛑 Emergency stop: cancelling every order and closing every position at the next bar, "
+            return (f"🛑 Emergency stop: cancelling every order and closing every position {self._when()}, "
                     "then stopping (this bot cannot close positions and keep running).")
         open_symbols = {p.symbol.upper(): p.symbol for p in self._status().positions}
         symbol = open_symbols.get(target.upper())
@@ -115,4 +115,8 @@ class CommandRouter:
         if not isinstance(self._control, ForceExitControl):
             return "/forceexit SYMBOL is not available: this bot can only close all (/forceexit all)."
         self._control.request_force_exit(symbol)
-        return f"Closing {symbol} at the next bar."
+        return f"Closing {symbol} {self._when()}."
+
+    def _when(self) -> str:
+        """When the bot acts on an exit command: `exits_act` of a bot that says, else the next bar."""
+        return str(getattr(self._control, "exits_act", "at the next bar"))

@@ -205,6 +205,12 @@ class BaseTradingBot:
         self._control.entries_paused = False
         self._control.resume.set()
 
+    @property
+    def exits_act(self) -> str:
+        """When a forced exit or an emergency stop acts: "now" in a live run at a venue (between
+        bars, within a pass of the loop), "at the next bar" in backtests, replays and paper runs."""
+        return "now" if self.mode == "live" else "at the next bar"
+
     def request_force_exit(self, symbol: str | None) -> None:
         """Close the position in `symbol` (None: every position) with a market order; keep running.
 

@@ -510,3 +510,9 @@ def test_telegram_commands_reach_the_bot_controls() -> None:
     assert not bot._control.entries_paused and bot._control.resume.is_set()
     assert router.handle(1, "/forceexit all") == "Closing every position at the next bar."
     assert list(bot._control.force_exits) == [None] and not bot._control.emergency.is_set()
+    # A live bot at a venue acts between bars (BotStrategy._between_bars), and says so.
+    live = BaseTradingBot(parse_config(bot_yaml(["AAA", "BBB"])), mode="live")
+    assert (bot.exits_act, live.exits_act) == ("at the next bar", "now")
+    live_router = CommandRouter(status=lambda: StatusSnapshot(bot="b"), control=live, allowed=[1],
+                                now=lambda: datetime.now(UTC))
+    assert live_router.handle(1, "/forceexit all") == "Closing every position now."
