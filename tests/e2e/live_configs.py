@@ -29,8 +29,11 @@ def fast_exchange(**kwargs: Any) -> FakeExchange:
 
 def ccxt_knobs(fake: FakeExchange) -> dict[str, Any]:
     """The broker.ccxt settings that point ccxt at the fake, with quick retries."""
-    return {"urls": fake.api_urls(), "poll_interval": 0.0, "rate_limit_ms": 1, "timeout_ms": 1000,
-            "retry": {"attempts": 4, "base_delay": 0.01, "max_delay": 0.05}}
+    knobs = {"urls": fake.api_urls(), "poll_interval": 0.0, "rate_limit_ms": 1, "timeout_ms": 1000,
+             "retry": {"attempts": 4, "base_delay": 0.01, "max_delay": 0.05}}
+    if fake.ws is None:  # a REST-only fake: poll, rather than reach for Binance's real websocket host
+        knobs["websocket"] = "off"
+    return knobs
 
 
 def bot_config(fake: FakeExchange, *, mode: str = "live", **sections: Any) -> dict[str, Any]:
