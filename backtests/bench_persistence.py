@@ -12,8 +12,8 @@ opened, protective orders, stop moves, exit fill, cancel, trade closed) are publ
 
 In the same run, on fresh databases:
 
-* **before**: the same phases with the ``src/`` of --before (a git ref, default the last
-  commit whose writer let SQLite checkpoint the WAL inside its commits), in a child process;
+* **before**: the same phases with the ``src/`` of --before (a git ref, default the first
+  WAL checkpointer's commit), in a child process;
 * **auto** (SQLite): this ``src/``'s writer with ``checkpoint_interval=None``, i.e. SQLite's
   automatic checkpoint in the commit: the same code as "after" but for the checkpoints;
 * **baseline**: the same writer thread and queue (and checkpointer), but each batch is one
@@ -68,9 +68,9 @@ from trading.persistence.spool import EventSpool
 from trading.persistence.writer import AuditWriter
 
 OUT = ROOT / "results" / "bench_persistence"
-#: The last commit whose writer let SQLite checkpoint the WAL in its commits (bulk
-#: apply_events; c5990d7 is the last one that wrote row by row).
-BEFORE_REF = "fa08ca7"
+#: The first WAL checkpointer (woken after every commit past a 4 MB WAL file); fa08ca7 is
+#: the last writer that let SQLite checkpoint in its commits, c5990d7 the last row by row.
+BEFORE_REF = "c46f8a0"
 #: Writer kinds with WalCheckpointer attributes of their own (`sqlite_costs.checkpoint_ab`).
 CHECKPOINT_VARIANTS: dict[str, dict[str, int]] = {}
 
