@@ -21,9 +21,12 @@ On a ccxt venue the view is `CcxtBrokerView` (working orders under the bot's cli
 Its prices and amounts are the venue's, rounded to the tick and the lot step; the database keeps
 the strategy's, so a venue value that is the database's rounded counts as the same. On spot the
 position of a symbol is the base asset the account holds (the venue has no positions there): a
-spot account that holds more of it than the bot bought does not reconcile. Interactive Brokers
-is not reconciled yet: a resumed IB bot whose database still has open orders or positions is
-refused.
+spot account that holds more of it than the bot bought does not reconcile. At Interactive
+Brokers (an `IBKRBroker`) the view is `IbkrBrokerView` (working orders under the bot's ``orderRef``
+client order ids, positions in the bot's symbols): step 1 is skipped, step 2 is done, and
+whatever IB still holds for the bot then refuses the run, since adopting IB's orders and
+positions at a restart is not built. Without an IB adapter, a resumed IB bot whose database
+still has open orders or positions is refused, and IB is not read.
 """
 
 from __future__ import annotations
@@ -149,7 +152,11 @@ def reconcile_at_start(audit: Any, broker: Any, symbols: Sequence[str], on_resta
     engine, instance = audit.engine, audit.info.id
     db_orders, db_positions = load_open_orders(engine, instance), load_positions(engine, instance)
     execution = getattr(broker, "execution", None)
-    if execution is None:  # Interactive Brokers: no venue view yet
+    if execution is None:  # Interactive Brokers
+        adapter = getattr(broker, "adapter", None)
+        if adapter is not None:
+            _reconcile_ibkr(engine, instance, adapter, symbols, db_positions)
+            return None
         if db_orders or db_positions:
             raise OpenFromEarlierRun(_describe(db_orders, db_positions, "the database",
                                                "reconciling Interactive Brokers at a restart is not built"))
@@ -178,6 +185,23 @@ def reconcile_at_start(audit: Any, broker: Any, symbols: Sequence[str], on_resta
         raise OpenFromEarlierRun(_describe(left_orders, left_positions, "the venue",
                                            "live.on_restart is refuse: a new run starts flat"))
     return _adoption(engine, instance, caught.venue_orders)
+
+
+def _reconcile_ibkr(engine: Any, instance: int, adapter: Any, symbols: Sequence[str],
+                    db_positions: Sequence[Position]) -> None:
+    """Reconcile with IB's account; refuse what IB still holds for the bot (no adoption at IB yet)."""
+    from trading.brokers.ibkr_view import IbkrBrokerView
+    from trading.reconcile import reconcile_with_broker
+
+    view = FrozenView(IbkrBrokerView(adapter, symbols, db_positions=db_positions))
+    rec = reconcile_with_broker(engine, instance, view)
+    rec.raise_if_mismatched()
+    left_orders, left_positions = view.open_orders(), [p for p in view.positions() if p.quantity != 0]
+    if left_orders or left_positions:
+        raise OpenFromEarlierRun(_describe(left_orders, left_positions, "Interactive Brokers",
+                                           "adopting Interactive Brokers orders and positions at a restart "
+                                           "is not built"))
+    log.info("resumed bot instance %d reconciled with Interactive Brokers: nothing open", instance)
 
 
 def _adoption(engine: Any, instance: int, venue_orders: dict[str, VenueOrder | None]) -> Adoption:
