@@ -72,7 +72,9 @@ def test_optuna_on_a_local_dask_cluster_equals_one_process(work: Path) -> None:
     assert len(a) == 6 and [{k: v for k, v in r.items() if k not in skip} for r in a] == [
         {k: v for k, v in r.items() if k not in skip} for r in b
     ]
-    assert len({r["worker"] for r in a}) == 2
+    # Which of the two workers ran which trial is Dask's choice (under load one may take all six):
+    # the results, not the placement, are what must equal the single process's.
+    assert all(r["worker"] for r in a)
 
 
 def test_walk_forward_reports_in_sample_beside_out_of_sample(work: Path) -> None:
