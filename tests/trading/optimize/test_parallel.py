@@ -99,7 +99,9 @@ def test_a_two_worker_dask_cluster_equals_serial(
     same_trials(grid, serial_grid)
     same_trials(optuna, serial_optuna)
     workers = {o.worker for o in grid.trials + optuna.trials}
-    assert len(workers) == 2 and all(not w.endswith(f":{os.getpid()}") for w in workers)
+    # Every trial ran in a worker process (which of the two is Dask's placement: under load it
+    # may give one all of them, so the count of workers used is not asserted).
+    assert workers and all(not w.endswith(f":{os.getpid()}") for w in workers)
     loads = log.read_text().split()
     # Scattered once to each worker process, not once per trial. Dask may place the scattered
     # data on a process that runs no trial (or replace a worker under load): that process
