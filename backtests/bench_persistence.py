@@ -73,6 +73,8 @@ OUT = ROOT / "results" / "bench_persistence"
 BEFORE_REF = "c46f8a0"
 #: Writer kinds with WalCheckpointer attributes of their own (`sqlite_costs.checkpoint_ab`).
 CHECKPOINT_VARIANTS: dict[str, dict[str, int]] = {}
+#: Writer kinds with AuditWriter attributes of their own (`sqlite_costs.batching_ab`).
+WRITER_VARIANTS: dict[str, dict[str, Any]] = {}
 
 
 # --------------------------------------------------------------------------- writers
@@ -117,9 +119,12 @@ def run_phase(
     writer = cls(engine, bot, EventSpool(spool), heartbeat_interval=None, **kw)
     for name, value in CHECKPOINT_VARIANTS.get(kind, {}).items():  # sqlite_costs' A/B
         setattr(writer.checkpointer, name, value)
+    for name, value in WRITER_VARIANTS.get(kind, {}).items():  # sqlite_costs' batching A/B
+        setattr(writer, name, value)
     if isinstance(writer, RawInsertWriter):
         writer.rows = prepare_rows(events, bot)
     unwatch = writer.watch(engine)
+    writer.bar_of = {id(e): i // args.bar_events for i, e in enumerate(events)}
     statements = [0]
 
     def count(*_: Any) -> None:
@@ -177,6 +182,16 @@ def run_variant(url: str, kind: str, args: argparse.Namespace, workdir: Path) ->
     out: dict[str, Any] = {"paced": []}
     with ExitStack() as stack:
         stack.callback(engine.dispose)
+        # Untimed: the engine's first batch compiles every statement (about 10 ms of CPU),
+        # which alone was the 100/s phase's p99 (its worst batch of 86).
+        run_phase(
+            engine,
+            kind,
+            make_events(70, start=50_000_000),
+            None,
+            args,
+            workdir / f"{kind}-warm.jsonl",
+        )
         for rate in args.rates:
             n = int(rate * args.seconds)
             events = make_events(n, start=start)

@@ -89,11 +89,15 @@ class BatchTimes:
     """
 
     batch_times: list[tuple[float, float, float]]
+    batch_spans: list[tuple[float, float, list[float], list[int]]]
+    bar_of: dict[int, int]  # id(event) -> its bar's index (set by the benchmark)
     _commit_at: float
 
     def watch(self, engine: Engine) -> Callable[[], None]:
         """Time the commits of `engine` (the writer's); return the function that stops it."""
         self.batch_times = []
+        self.batch_spans = []
+        self.bar_of = {}
         self._commit_at = 0.0
 
         def committing(_conn: Any) -> None:
@@ -101,6 +105,14 @@ class BatchTimes:
 
         event.listen(engine, "commit", committing)
         return lambda: event.remove(engine, "commit", committing)
+
+    def _handle(self, batch: list[tuple[float, Any]]) -> None:
+        """Record the batch: when it started and ended (writer's clock), its events' enqueue
+        times and which bar (`bar_of`, set by the benchmark) each event belongs to."""
+        start = self._clock()  # type: ignore[attr-defined]
+        super()._handle(batch)  # type: ignore[misc]
+        bars = [self.bar_of.get(id(e), -1) for _, e in batch]
+        self.batch_spans.append((start, self._clock(), [t for t, _ in batch], bars))  # type: ignore[attr-defined]
 
     def _write(self, events: Sequence[Any]) -> None:
         t, cpu = time.perf_counter(), time.thread_time()
@@ -118,7 +130,37 @@ class BatchTimes:
             "commit_p99_ms": pct(commit, 0.99),
             "commit_max_ms": commit[-1],
             "batches": len(wall),
+            **decompose(self.batch_spans),
         }
+
+
+def decompose(spans: Sequence[tuple[float, float, list[float], list[int]]]) -> dict[str, float]:
+    """Each event's latency = (a) wait before its batch started + (b) its batch's duration.
+
+    Returns p50/p99 of (a) and (b) over events, their means over the events at or above the
+    latency's p99 (what the tail is made of), batches per bar and the share of bars split.
+    """
+    rows = [(s - t, e - s) for s, e, ts, _ in spans for t in ts]  # (wait, batch) per event
+    if not rows:
+        return {}
+    lat = sorted(w + b for w, b in rows)
+    cut = lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+    tail = [(w, b) for w, b in rows if w + b >= cut]
+    per_bar: dict[int, int] = {}
+    for *_, bars in spans:
+        for bar in set(bars) - {-1}:
+            per_bar[bar] = per_bar.get(bar, 0) + 1
+    waits, durs = sorted(w for w, _ in rows), sorted(b for _, b in rows)
+    return {
+        "wait_p50_ms": statistics.median(waits) * 1000,
+        "wait_p99_ms": pct(waits, 0.99) * 1000,
+        "in_batch_p50_ms": statistics.median(durs) * 1000,
+        "in_batch_p99_ms": pct(durs, 0.99) * 1000,
+        "tail_wait_ms": statistics.fmean(w for w, _ in tail) * 1000,
+        "tail_batch_ms": statistics.fmean(b for _, b in tail) * 1000,
+        "batches_per_bar": statistics.fmean(per_bar.values()) if per_bar else 0.0,
+        "bars_split_pct": 100 * sum(n > 1 for n in per_bar.values()) / max(len(per_bar), 1),
+    }
 
 
 #: The checkpointer settings `checkpoint_ab` compares (WalCheckpointer attributes; MB).
@@ -156,6 +198,67 @@ def checkpoint_ab(args: Any) -> dict[str, Any]:
     return bench.median_of(rounds)  # type: ignore[no-any-return]
 
 
+#: The writer settings `batching_ab` compares (AuditWriter attributes; "switch" is
+#: `sys.setswitchinterval` around the variant's phases, process-wide, default 5 ms; "gc"
+#: 0 disables the cyclic garbage collector around them).
+BATCHING: dict[str, dict[str, float]] = {
+    "head": {},
+    "switch 1ms": {"switch": 0.001},
+    "gc off": {"gc": 0},  # gc.disable() around the variant's phases: the collector's pauses
+}
+
+
+def batching_ab(args: Any) -> dict[str, Any]:
+    """Run every `BATCHING` variant of this ``src/``'s writer per round, order rotated; medians."""
+    import gc
+    import sys
+    import tempfile
+
+    import backtests.bench_persistence as bench
+
+    rounds: list[dict[str, Any]] = []
+    default_switch = sys.getswitchinterval()
+    with tempfile.TemporaryDirectory(prefix="batching-ab-") as tmp:
+        work = Path(tmp)
+        for i in range(args.rounds):
+            fresh = iter(work / f"r{i}-{n}.db" for n in range(100))
+            out: dict[str, Any] = {}
+            kinds = [k for k in BATCHING if not args.variants or k in args.variants]
+            for kind in kinds[i % len(kinds) :] + kinds[: i % len(kinds)]:
+                attrs = dict(BATCHING[kind])
+                sys.setswitchinterval(attrs.pop("switch", default_switch))
+                if not attrs.pop("gc", 1):
+                    gc.disable()
+                bench.WRITER_VARIANTS[kind] = attrs
+                try:
+                    url = bench.at_head(f"sqlite:///{next(fresh)}")
+                    out[kind] = bench.run_variant(url, kind, args, work)
+                finally:
+                    sys.setswitchinterval(default_switch)
+                    gc.enable()
+            rounds.append(out)
+    return bench.median_of(rounds)  # type: ignore[no-any-return]
+
+
+def _batching_table(res: dict[str, Any]) -> str:
+    lines = [
+        "| variant | rate | p50 ms | p99 ms | wait p50 / p99 ms | in batch p50 / p99 ms | p99 tail: wait + batch ms | batch CPU p50 / p99 ms | batches per bar | bars split % |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for kind, r in res.items():
+        for p in [*r["paced"], r["burst"]]:
+            rate = f"{p['rate']:,.0f}/s" if p["rate"] else f"burst {p['events_per_s']:,.0f}/s"
+            lines.append(
+                f"| {kind} | {rate} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | "
+                f"{p['wait_p50_ms']:.2f} / {p['wait_p99_ms']:.2f} | "
+                f"{p['in_batch_p50_ms']:.2f} / {p['in_batch_p99_ms']:.2f} | "
+                f"{p['tail_wait_ms']:.2f} + {p['tail_batch_ms']:.2f} | "
+                f"{p['batch_cpu_p50_ms']:.2f} / {p['batch_cpu_p99_ms']:.2f} | "
+                f"{p['batches_per_bar']:.2f} | {p['bars_split_pct']:.1f} |"
+            )
+    return "\n".join(lines)
+
+
 def _ab_table(res: dict[str, Any]) -> str:
     lines = [
         "| variant | rate | p50 ms | p99 ms | max ms | COMMIT p99 ms | checkpoints | forced | woken | WAL MB |",
@@ -186,9 +289,13 @@ if __name__ == "__main__":
     ap.add_argument("--burst", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--ref", default="HEAD", help="git ref of the 'head' writer's src/")
+    ap.add_argument("--batching", action="store_true", help="the batching A/B (BATCHING)")
+    ap.add_argument(
+        "--variants", type=lambda v: v.split(","), default=[], help="BATCHING names (all)"
+    )
     args = ap.parse_args()
     load = os.getloadavg()[0]
-    table = _ab_table(checkpoint_ab(args))
+    table = _batching_table(batching_ab(args)) if args.batching else _ab_table(checkpoint_ab(args))
     print(table)
     print(
         f"\n{args.rounds} rounds, medians; load average {load:.2f} before, "

@@ -4,7 +4,8 @@
 queue (a lock and a deque: microseconds on the strategy's thread). The writer's own thread
 takes what is queued, up to `batch_size` events (waiting up to `batch_delay` seconds for a
 batch to fill, 0 by default: whatever came in while the last batch was being written forms
-the next one), and writes it with `apply_events`, one transaction per batch.
+the next one), and writes it with `apply_events`, one transaction per batch (`batches`
+counts them).
 
 If a write fails (database down, disk full, lock timeout) trading goes on: the batch goes to
 the `EventSpool` (fsynced JSON lines) and so does every later batch, in order, until the
@@ -127,6 +128,7 @@ class AuditWriter:
         self._retry_at = 0.0
         self._backoff = retry_initial
         self.written = 0
+        self.batches = 0  # batches taken from the queue (written or spooled)
         self.spooled = 0
         self.replayed = 0
         self.failures = 0
@@ -311,6 +313,7 @@ class AuditWriter:
             n = min(len(self._queue), self.batch_size)
             batch = [self._queue.popleft() for _ in range(n)]
             self._inflight = [e for _, e in batch]
+            self.batches += 1
             return batch
 
     def _handle(self, batch: list[tuple[float, Event]]) -> None:
