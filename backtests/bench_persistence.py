@@ -171,6 +171,7 @@ def checkpoint_stats(writer: AuditWriter) -> dict[str, float]:
         "checkpoints_incomplete": ckpt.incomplete,
         "checkpoints_forced": ckpt.forced,
         "woken": getattr(ckpt, "woken", 0),
+        "restarts": getattr(ckpt, "restarts", 0),
         "checkpoint_failures": ckpt.failures,
     }
 

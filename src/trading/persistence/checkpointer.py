@@ -12,11 +12,17 @@ fsyncs in the writer's transaction, which set the writer's p99 (docs/persistence
   checkpoints a second, two fsyncs each, and none of them restarted the log.
   PASSIVE takes no lock a writer needs: the writer commits meanwhile.
 * SQLite starts the log again from its beginning only when a write begins after a
-  checkpoint that copied every frame, so a writer committing through every checkpoint (a
-  sustained burst) would grow the WAL without bound. Past `force_bytes` of log the
-  writer's own thread runs the checkpoint between two batches (`after_write`), when its
-  queue is empty if it can wait (up to twice as long): what SQLite's automatic checkpoint
-  did, in a long burst only; what is left to copy then is the frames since the last one.
+  checkpoint that copied every frame. A writer committing every few milliseconds commits
+  through every checkpoint of the thread (copying seconds of log takes tens of ms), so at
+  1,000 events/s the log never restarted: it grew until the writer had to copy 16 MB and
+  more itself, a 40-100 ms stall that alone set the p99. So once the log is past
+  `restart_bytes` the thread copies its bulk early (woken when more than `tail_bytes` is
+  left), and the writer's own thread copies the last `tail_bytes` or less when its queue is
+  empty (`restarts`): no commit can race that one, the next transaction restarts the log,
+  and it costs the writer a few frames and the two fsyncs, not seconds of log.
+* Past `force_bytes` of log (a reader pinning an old snapshot, a burst with no idle
+  moment) the writer's thread checkpoints whatever is left between two batches, when its
+  queue is empty if it can wait (up to twice as long): the backstop (`forced`).
 * ``journal_size_limit`` is `force_bytes`: a restart truncates only a WAL that went past
   it, so the file is not cut back and grown again every few seconds.
 * A checkpoint that fails or cannot finish (a reader on an older snapshot, another
@@ -48,6 +54,9 @@ log = logging.getLogger(__name__)
 DEFAULT_WAL_BYTES = 16 * 1024 * 1024
 #: Past this many times `wal_bytes` of log, the writer's thread checkpoints between two batches.
 FORCE_FACTOR = 4
+#: Log left to copy that the writer's thread copies itself to restart the log: a few
+#: commits of a 1,000 events/s writer (each about 80 KB of frames).
+DEFAULT_TAIL_BYTES = 256 * 1024
 _MODES = frozenset({"PASSIVE", "TRUNCATE"})
 
 
@@ -150,6 +159,8 @@ class WalCheckpointer:
         wal_bytes: int = DEFAULT_WAL_BYTES,
         force_bytes: int | None = None,
         idle_bytes: int | None = None,
+        restart_bytes: int | None = None,
+        tail_bytes: int | None = None,
         journal_size_limit: int | None = None,
         busy_timeout: float = 1.0,
     ) -> None:
@@ -164,6 +175,14 @@ class WalCheckpointer:
         self.force_bytes = FORCE_FACTOR * wal_bytes if force_bytes is None else force_bytes
         #: New log that wakes the thread when the writer's queue is empty (wal_bytes if None)
         self.idle_bytes = wal_bytes if idle_bytes is None else idle_bytes
+        #: A log longer than this is restarted (the writer copies its tail; wal_bytes if None)
+        self.restart_bytes = wal_bytes if restart_bytes is None else restart_bytes
+        #: What the writer's thread copies at most to restart the log
+        self.tail_bytes = (
+            min(DEFAULT_TAIL_BYTES, max(self.restart_bytes // 4, 1))
+            if tail_bytes is None
+            else tail_bytes
+        )
         self.journal_size_limit = (
             self.force_bytes if journal_size_limit is None else journal_size_limit
         )
@@ -172,6 +191,7 @@ class WalCheckpointer:
         self.incomplete = 0  # could not copy every frame (a reader on an older snapshot)
         self.failures = 0  # raised (busy, locked, I/O, the connection)
         self.forced = 0  # run on the writer's thread, the log past force_bytes
+        self.restarts = 0  # tails copied on the writer's thread to restart a long log
         self.woken = 0  # early wake-ups by the writer's commits
         self.last_error: str | None = None
         self._failing = False
@@ -180,6 +200,7 @@ class WalCheckpointer:
         self._stop = threading.Event()
         self._dirty = False  # a write since the last checkpoint
         self._force_at = self.force_bytes
+        self._restart_at = self.restart_bytes
         self._conn: sqlite3.Connection | None = None
         self._undo: Callable[[], None] | None = None
         self._thread = threading.Thread(
@@ -222,14 +243,34 @@ class WalCheckpointer:
             return  # not started (SQLite checkpoints as usual) or closed
         self._dirty = True
         log_bytes, pending = self.gauge.read()
+        if log_bytes <= self.restart_bytes:
+            self._restart_at = self.restart_bytes
+        long_log = log_bytes > self._restart_at
+        if long_log and idle and 0 < pending <= self.tail_bytes and not self._lock.locked():
+            self._restart(log_bytes)
+            return
         if log_bytes <= self.force_bytes:
             self._force_at = self.force_bytes
         elif log_bytes > self._force_at and (idle or log_bytes > 2 * self._force_at):
             self._force(log_bytes)
             return
-        if pending >= (self.idle_bytes if idle else self.wal_bytes) and not self._lock.locked():
+        wake_at = self.idle_bytes if idle else self.wal_bytes
+        if long_log:
+            wake_at = min(wake_at, self.tail_bytes + 1)  # copy the bulk: the tail is ours
+        if pending >= wake_at and not self._lock.locked():
             self.woken += 1  # (a checkpoint running now leaves the frames after it to the next)
             self._wake.set()
+
+    def _restart(self, log_bytes: int) -> None:
+        """Copy the log's last frames on the writer's thread: the next write restarts it.
+
+        A copy that cannot finish (a reader on an older snapshot) is not tried again before
+        the log has grown by `restart_bytes`: the writer does not pay fsyncs for nothing.
+        """
+        if self.checkpoint("PASSIVE"):
+            self.restarts += 1
+        else:
+            self._restart_at = log_bytes + self.restart_bytes
 
     def _force(self, log_bytes: int) -> None:
         """Checkpoint on the writer's thread: no commit can race it, so the log restarts."""

@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -188,6 +188,99 @@ def test_a_long_log_already_copied_does_not_wake_the_checkpointer_again(
     write(2 * WAL_BYTES)
     ckpt.after_write(idle=False)
     assert ckpt.woken == 2
+    pin.execute("COMMIT")
+    pin.close()
+    assert ckpt.close()
+
+
+def _blob_writer(engine: Engine) -> Callable[[int], None]:
+    def write(n: int) -> None:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS blobs (x BLOB)")
+            conn.exec_driver_sql(f"INSERT INTO blobs VALUES (randomblob({n}))")
+
+    return write
+
+
+def _copied_but_the_last_commit(engine: Engine, path: Path, ckpt: WalCheckpointer) -> int:
+    """Leave a long log whose frames are all copied but the last commit's, as when the
+    thread's checkpoint runs while the writer commits (a reader pins the snapshot it copies
+    up to); return the log's length."""
+    write = _blob_writer(engine)
+    write(4 * WAL_BYTES)
+    pin = sqlite3.connect(path, isolation_level=None)
+    pin.execute("BEGIN")
+    pin.execute("SELECT count(*) FROM blobs").fetchall()
+    write(WAL_BYTES // 32)  # the commit that raced the checkpoint
+    assert not ckpt.checkpoint("PASSIVE")  # copies up to the pinned snapshot only
+    pin.execute("COMMIT")
+    pin.close()
+    log_bytes, pending = ckpt.gauge.read()
+    assert log_bytes > 4 * WAL_BYTES and 0 < pending <= ckpt.tail_bytes
+    return log_bytes
+
+
+def test_the_writer_copies_the_last_frames_of_a_long_log_itself_so_the_log_restarts(
+    engine: Engine, sqlite_url: str
+) -> None:
+    """At 1,000 events/s every checkpoint of the thread raced a commit: the log never
+    restarted until the writer had to copy 16 MB and more itself (a 40-100 ms stall)."""
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    ckpt = WalCheckpointer(engine, path, interval=3600.0, wal_bytes=WAL_BYTES).start()
+    log_bytes = _copied_but_the_last_commit(engine, path, ckpt)
+    ckpt.after_write(idle=False)  # the writer has more to write: not now
+    assert ckpt.restarts == 0 and ckpt.gauge.read()[1] > 0
+    copies = ckpt.complete
+    ckpt.after_write(idle=True)  # on this (the writer's) thread, before it returns
+    assert ckpt.restarts == 1 and ckpt.complete == copies + 1 and ckpt.forced == 0
+    assert ckpt.gauge.read() == (log_bytes, 0)
+    _blob_writer(engine)(1000)
+    after, pending = ckpt.gauge.read()
+    assert after == pending < 4 * 4096 + 200  # the log started again from its beginning
+    assert ckpt.close()
+
+
+def test_without_the_tail_copy_the_same_log_goes_on_growing(
+    engine: Engine, sqlite_url: str
+) -> None:
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    never = 100 * WAL_BYTES  # neither the tail copy nor the backstop
+    ckpt = WalCheckpointer(
+        engine, path, interval=3600.0, wal_bytes=WAL_BYTES, restart_bytes=never, force_bytes=never
+    ).start()
+    log_bytes = _copied_but_the_last_commit(engine, path, ckpt)
+    ckpt.after_write(idle=True)
+    assert ckpt.restarts == ckpt.forced == 0
+    _blob_writer(engine)(1000)
+    assert ckpt.gauge.read()[0] > log_bytes  # appended: the log did not restart
+    assert ckpt.close()
+
+
+def test_a_tail_copy_that_cannot_finish_is_not_tried_again_at_every_commit(
+    engine: Engine, sqlite_url: str
+) -> None:
+    path = Path(sqlite_url.removeprefix("sqlite:///"))
+    ckpt = WalCheckpointer(  # the backstop has a backoff of its own: out of the way
+        engine, path, interval=3600.0, wal_bytes=WAL_BYTES, force_bytes=100 * WAL_BYTES
+    ).start()
+    write = _blob_writer(engine)
+    write(4 * WAL_BYTES)
+    pin = sqlite3.connect(path, isolation_level=None)  # an old snapshot: nothing more copies
+    pin.execute("BEGIN")
+    pin.execute("SELECT count(*) FROM blobs").fetchall()
+    write(1000)
+    ckpt.checkpoint("PASSIVE")  # up to the pinned snapshot
+    tries = []
+    for _ in range(5):
+        write(1000)
+        before = ckpt.complete + ckpt.incomplete
+        ckpt.after_write(idle=True)
+        tries.append(ckpt.complete + ckpt.incomplete - before)
+    assert tries == [1, 0, 0, 0, 0] and ckpt.restarts == 0  # one try, then wait for growth
+    woken = ckpt.woken
+    write(WAL_BYTES)  # more than a tail: the thread's to copy, not the writer's
+    ckpt.after_write(idle=True)
+    assert ckpt.woken == woken + 1 and ckpt.restarts == 0
     pin.execute("COMMIT")
     pin.close()
     assert ckpt.close()
