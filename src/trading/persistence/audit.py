@@ -60,7 +60,7 @@ from trading.persistence.models import BotInstance, OrderEventRecord, RiskEventR
 from trading.persistence.position_book import PositionBook
 from trading.persistence.risk_log import record_risk_event
 from trading.persistence.round_trips import TradeBook, close_trade, open_trade
-from trading.persistence.sql import select_in, update_by_id
+from trading.persistence.sql import fetch, select_in, update_by_id
 
 log = logging.getLogger(__name__)
 
@@ -133,12 +133,12 @@ class AuditBatch:
 
     def __init__(self, conn: Connection, bot_instance_id: int) -> None:
         self.conn = conn
-        bot = conn.execute(_BOT_FOR_UPDATE, {"bot": bot_instance_id}).one_or_none()
-        if bot is None:
+        found = fetch(conn, _BOT_FOR_UPDATE, {"bot": bot_instance_id})
+        if not found:
             raise DatabaseError(
                 f"no bot instance with id {bot_instance_id}: call register_bot_instance first"
             )
-        self.bot = bot
+        self.bot = bot = found[0]
         self.bot_id = bot_instance_id
         self.venue: str = bot.exchange or bot.mode
         self.seq = self._start_seq = int(bot.last_seq)

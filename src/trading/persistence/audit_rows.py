@@ -115,7 +115,7 @@ class BatchRows:
         if not wanted:
             return
         for r in select_in(self.conn, _ORDERS_OF, wanted, bot=self.bot_id):
-            self.orders[r.client_order_id] = dict(r._mapping)
+            self.orders[r.client_order_id] = r._asdict()
         for cid in wanted:
             self.orders.setdefault(cid, None)
 
@@ -205,8 +205,7 @@ class BatchRows:
                 for key, row in zip(keys, rows, strict=True)
             ]
             conflict = ("venue", "venue_trade_id")
-            done = insert_many(self.conn, FILLS, fills, conflict, _FILL_EVENT_ID, ("id",))
-            if len(done) != len(fills):
+            if insert_many(self.conn, FILLS, fills, conflict, _FILL_EVENT_ID) != len(fills):
                 raise WriteRace("a fill of this batch was stored by another transaction")
         self.events.clear()
         self.fills.clear()

@@ -132,7 +132,7 @@ class PositionBook:
         if symbol not in self._rows:
             wanted = {symbol} | (self.symbols - self._rows.keys())
             found = {
-                r.symbol: dict(r._mapping)
+                r.symbol: r._asdict()
                 for r in select_in(self.conn, _POSITIONS_OF, wanted, bot=self.bot_id)
             }
             for s in wanted:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from trading.events import TradeClosed, TradeOpened
 from trading.persistence.models import FillRecord, OrderRecord, Trade, table
-from trading.persistence.sql import full_rows, insert_many, update_many
+from trading.persistence.sql import fetch, full_rows, insert_many, update_many
 
 if TYPE_CHECKING:
     from trading.persistence.audit import AuditBatch
@@ -79,7 +79,7 @@ class TradeBook:
         if not wanted_symbols and not wanted_keys:
             return
         params = {"bot": self.bot_id, "keys": wanted_keys, "symbols": wanted_symbols}
-        for r in self.conn.execute(_TRADES_OF, params):
+        for r in fetch(self.conn, _TRADES_OF, params):
             if r.trade_key not in self._rows:
                 self._rows[r.trade_key] = {
                     "order": (0, r.id),
@@ -220,8 +220,10 @@ def _exit_reason(batch: AuditBatch, e: TradeClosed) -> str | None:
     # the batch's own fill at e.ts (the usual exit) leaves no stored one later: no query
     pages = itertools.count(0, _PAGE) if after is None or after < e.ts else ()
     for skip in pages:  # pages: orders are looked up by id, no join
-        stmt = _FIRST_PAGE if skip == 0 else _RECENT_FILLS.limit(_PAGE).offset(skip)
-        page = batch.conn.execute(stmt, params).all()
+        if skip == 0:
+            page = fetch(batch.conn, _FIRST_PAGE, params)
+        else:  # a statement of this call: not one to prepare
+            page = list(batch.conn.execute(_RECENT_FILLS.limit(_PAGE).offset(skip), params))
         later = [r for r in page if after is None or r.ts > after]
         batch.rows.load_orders(r.client_order_id for r in later)
         found = next((r for r in later if known(r.client_order_id)), None)

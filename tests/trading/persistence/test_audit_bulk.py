@@ -33,6 +33,7 @@ from trading.persistence import (
     ensure_database,
     list_trades,
     register_bot_instance,
+    sql,
 )
 from trading.persistence.audit_rows import BatchRows
 
@@ -45,8 +46,12 @@ SOL = "SOL/USDT"
 
 @contextmanager
 def statements(engine: Engine) -> Iterator[list[str]]:
-    """Collect the SQL statements sent (an executemany is one; SQLite's BEGIN is not counted)."""
+    """Collect the SQL statements sent (an executemany is one; SQLite's BEGIN is not counted).
+
+    Those run on the driver directly (`sql.Prepared`) are counted by `sql.sent`.
+    """
     sent: list[str] = []
+    before = sql.sent(engine)
 
     def record(_conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
         verb = sql.split(None, 1)[0].upper()
@@ -58,6 +63,7 @@ def statements(engine: Engine) -> Iterator[list[str]]:
         yield sent
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        sent += (sql.sent(engine) - before).elements()
 
 
 def new_bot(engine: Engine, venue: str) -> int:
