@@ -246,7 +246,7 @@ class WalCheckpointer:
         if log_bytes <= self.restart_bytes:
             self._restart_at = self.restart_bytes
         long_log = log_bytes > self._restart_at
-        if long_log and idle and 0 < pending <= self.tail_bytes and not self._lock.locked():
+        if long_log and idle and 0 < pending <= self.tail_bytes:
             self._restart(log_bytes)
             return
         if log_bytes <= self.force_bytes:
@@ -267,9 +267,10 @@ class WalCheckpointer:
         A copy that cannot finish (a reader on an older snapshot) is not tried again before
         the log has grown by `restart_bytes`: the writer does not pay fsyncs for nothing.
         """
-        if self.checkpoint("PASSIVE"):
+        done = self.checkpoint("PASSIVE", wait=False)
+        if done:
             self.restarts += 1
-        else:
+        elif done is not None:  # None: the thread is copying; try at the next idle commit
             self._restart_at = log_bytes + self.restart_bytes
 
     def _force(self, log_bytes: int) -> None:
@@ -299,33 +300,39 @@ class WalCheckpointer:
             self._undo = None
         if self._thread.is_alive():  # stuck in I/O: leave its connection to it
             return False
-        done = truncate and self.checkpoint("TRUNCATE")
+        done = truncate and self.checkpoint("TRUNCATE") is True
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
         return done
 
-    def checkpoint(self, mode: str = "PASSIVE") -> bool:
-        """Run one checkpoint; True if it copied every frame. Errors are logged, not raised."""
+    def checkpoint(self, mode: str = "PASSIVE", *, wait: bool = True) -> bool | None:
+        """Run one checkpoint; True if it copied every frame. Errors are logged, not raised.
+
+        `wait=False`: if the thread is running a checkpoint, return None at once without
+        one (the writer's tail copy never waits behind the thread's bulk copy).
+        """
         if mode not in _MODES:
             raise ValueError(f"checkpoint mode must be one of {sorted(_MODES)}")
-        with self._lock:
-            try:
-                if self._conn is None:  # mode=rw: never create a missing database
-                    self._conn = sqlite3.connect(
-                        self.path.as_uri() + "?mode=rw",
-                        uri=True,
-                        timeout=self.busy_timeout,
-                        isolation_level=None,
-                        check_same_thread=False,
-                    )
-                busy, frames, copied = self._conn.execute(
-                    f"PRAGMA wal_checkpoint({mode})"
-                ).fetchall()[0]
-            except Exception as exc:  # noqa: BLE001 - logged and retried, never the writer's
-                self._failed(exc)
-                return False
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
+            if self._conn is None:  # mode=rw: never create a missing database
+                self._conn = sqlite3.connect(
+                    self.path.as_uri() + "?mode=rw",
+                    uri=True,
+                    timeout=self.busy_timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+            result = self._conn.execute(f"PRAGMA wal_checkpoint({mode})")
+            busy, frames, copied = result.fetchone()
+        except Exception as exc:  # noqa: BLE001 - logged and retried, never the writer's
+            self._failed(exc)
+            return False
+        finally:
+            self._lock.release()
         if self._failing:
             log.info("WAL checkpoints of %s work again", self.path)
             self._failing = False

@@ -230,6 +230,9 @@ def test_the_writer_copies_the_last_frames_of_a_long_log_itself_so_the_log_resta
     log_bytes = _copied_but_the_last_commit(engine, path, ckpt)
     ckpt.after_write(idle=False)  # the writer has more to write: not now
     assert ckpt.restarts == 0 and ckpt.gauge.read()[1] > 0
+    with ckpt._lock:  # the thread is copying: the writer does not wait behind it
+        ckpt.after_write(idle=True)
+    assert ckpt.restarts == 0 and ckpt.complete + ckpt.incomplete == 1
     copies = ckpt.complete
     ckpt.after_write(idle=True)  # on this (the writer's) thread, before it returns
     assert ckpt.restarts == 1 and ckpt.complete == copies + 1 and ckpt.forced == 0
