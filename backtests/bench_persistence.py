@@ -201,7 +201,7 @@ def run_variant(url: str, kind: str, args: argparse.Namespace, workdir: Path) ->
             workdir / f"{kind}-warm.jsonl",
         )
         for rate in args.rates:
-            n = max(int(rate * args.seconds), getattr(args, "min_events", 0))
+            n = max(int(rate * args.seconds), args.min_events)
             events = make_events(n, start=start)
             start += n
             out["paced"].append(

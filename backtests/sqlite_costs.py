@@ -268,8 +268,8 @@ def _batching_table(res: dict[str, Any]) -> str:
 
 def _ab_table(res: dict[str, Any]) -> str:
     lines = [
-        "| variant | rate | p50 ms | p99 ms | max ms | COMMIT p99 ms | checkpoints | forced | woken | WAL MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| variant | rate | p50 ms | p99 ms | max ms | COMMIT p99 ms | checkpoints | tail copies | forced | woken | WAL MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, r in res.items():
         for p in [*r["paced"], r["burst"]]:
@@ -277,7 +277,7 @@ def _ab_table(res: dict[str, Any]) -> str:
             lines.append(
                 f"| {kind} | {rate} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | {p['max_ms']:.1f} | "
                 f"{p['commit_p99_ms']:.2f} | {p.get('checkpoints', 0):.0f} | "
-                f"{p.get('checkpoints_forced', 0):.0f} | {p.get('woken', 0):.0f} | "
+                f"{p.get('restarts', 0):.0f} | {p.get('checkpoints_forced', 0):.0f} | {p.get('woken', 0):.0f} | "
                 f"{p.get('wal_mb', 0):.1f} |"
             )
     return "\n".join(lines)
@@ -292,6 +292,7 @@ if __name__ == "__main__":
         "--rates", type=lambda v: [float(x) for x in v.split(",")], default=[100.0, 1000.0]
     )
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--min-events", type=int, default=2000, help="events per paced phase, at least")
     ap.add_argument("--bar-events", type=int, default=7)
     ap.add_argument("--burst", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=3)
