@@ -113,16 +113,24 @@ def _closed(work: Path, key: str) -> bool:
                                  for line in path.read_text().splitlines())
 
 
-def _kill_in_position(work: Path, fake: FakeExchange, engine: Engine) -> tuple[Any, Any, str]:
-    """Run until the position's stop and target work at the venue and in the record; SIGKILL; return them."""
+def _kill_in_position(
+    work: Path,
+    fake: FakeExchange,
+    engine: Engine,
+    legs: Callable[[FakeExchange], list[Any]] = _legs,
+    kinds: tuple[str, str] = ("STOP_LOSS_LIMIT", "LIMIT_MAKER"),
+    held: Callable[[], bool] = lambda: True,
+) -> tuple[Any, Any, str]:
+    """Run until the position (`held`) has its stop and target (`legs`, of `kinds`) working at the
+    venue and in the record; SIGKILL; return the stop, the target and the round trip's key."""
     proc = _start(ARGS, work, VENUE_ENV)
     try:
         def protected() -> bool:
-            legs = _legs(fake)
-            return len(legs) == 2 and {o.client_id for o in legs} <= _accepted(work)
+            working = legs(fake)
+            return held() and len(working) == 2 and {o.client_id for o in working} <= _accepted(work)
 
         while True:
-            assert _wait(protected, 150, proc), f"no protected position: {proc.poll()} {_legs(fake)}"
+            assert _wait(protected, 150, proc), f"no protected position: {proc.poll()} {legs(fake)}"
             fake.clock.set_speed(0)
             if _wait(lambda: not protected(), 2.0):  # it moved the stop just now: go on
                 fake.clock.set_speed(SPEED)
@@ -131,8 +139,8 @@ def _kill_in_position(work: Path, fake: FakeExchange, engine: Engine) -> tuple[A
     finally:
         proc.kill()  # SIGKILL: no stop, no state saved
         proc.communicate(timeout=60)
-    stop = next(o for o in _legs(fake) if o.type == "STOP_LOSS_LIMIT")
-    target = next(o for o in _legs(fake) if o.type == "LIMIT_MAKER")
+    stop = next(o for o in legs(fake) if o.type == kinds[0])
+    target = next(o for o in legs(fake) if o.type == kinds[1])
     with read_connection(engine) as conn:
         key = conn.execute(text("SELECT trade_key FROM positions WHERE side = 'long'")).scalar_one()
     return stop, target, key
@@ -167,17 +175,19 @@ def _trade(engine: Engine, key: str) -> TradeView:
     return next(t for t in list_trades(engine) if t.trade_key == key)
 
 
-def _fills_once(engine: Engine, fake: FakeExchange) -> None:
-    """Every venue execution is in the record once; the restart's carry the venue's trade id."""
-    with fake.engine.lock:
-        venue = {str(t["id"]): t for t in fake.engine.trades}
-        orders = {o.order_id: o.client_id for o in fake.engine.orders.values()}
+def _fills_once(engine: Engine, fake: FakeExchange, book: Any = None, fees: bool = True) -> None:
+    """Every venue execution (in `book`: the spot engine by default) is in the record once, at the
+    venue's price, quantity and (`fees`) commission; the restart's carry the venue's trade id."""
+    book = fake.engine if book is None else book
+    with book.lock:
+        venue = {str(t["id"]): t for t in book.trades}
+        orders = {o.order_id: o.client_id for o in book.orders.values()}
     fills = list_fills(engine)
     ids = [f.venue_trade_id for f in fills if f.venue_trade_id is not None]
     assert len(ids) == len(set(ids)) and set(ids) <= set(venue)
-    db = sorted((f.client_order_id, f.price, f.quantity, f.fee) for f in fills)
-    at_venue = sorted((orders[t["orderId"]], Decimal(t["price"]), Decimal(t["qty"]), Decimal(t["commission"]))
-                      for t in venue.values())
+    db = sorted((f.client_order_id, f.price, f.quantity, f.fee if fees else None) for f in fills)
+    at_venue = sorted((orders[t["orderId"]], Decimal(t["price"]), Decimal(t["qty"]),
+                       Decimal(t["commission"]) if fees else None) for t in venue.values())
     assert db == at_venue
 
 

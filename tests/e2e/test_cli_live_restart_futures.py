@@ -24,7 +24,6 @@ from tests.e2e.test_cli_live import _start
 from tests.e2e.test_cli_live_restart import (
     ARGS,
     SYMBOL,
-    _accepted,
     _closed,
     _hold,
     _interrupt,
@@ -33,6 +32,8 @@ from tests.e2e.test_cli_live_restart import (
     _wait,
     _walk,
 )
+from tests.e2e.test_cli_live_restart import _fills_once as fills_once
+from tests.e2e.test_cli_live_restart import _kill_in_position as kill_in_position
 from tests.fakes.fake_exchange import FakeExchange
 from trading.brokers.ccxt_config import CcxtOptions
 from trading.persistence import list_fills, list_orders, make_engine, upgrade_database
@@ -67,28 +68,8 @@ def _legs(fake: FakeExchange) -> list[Any]:
 
 def _kill_in_position(work: Path, fake: FakeExchange, engine: Engine) -> tuple[Any, Any, str]:
     """Run until the long position's stop and target work at the venue and in the record; SIGKILL."""
-    proc = _start(ARGS, work, VENUE_ENV)
-    try:
-        def protected() -> bool:
-            legs = _legs(fake)
-            held = fake.futures.positions[SYMBOL].qty > 0
-            return held and len(legs) == 2 and {a.client_id for a in legs} <= _accepted(work)
-
-        while True:
-            assert _wait(protected, 150, proc), f"no protected position: {proc.poll()} {_legs(fake)}"
-            fake.clock.set_speed(0)
-            if _wait(lambda: not protected(), 2.0):
-                fake.clock.set_speed(SPEED)
-                continue
-            break
-    finally:
-        proc.kill()
-        proc.communicate(timeout=60)
-    stop = next(a for a in _legs(fake) if a.type == "STOP_MARKET")
-    target = next(a for a in _legs(fake) if a.type == "TAKE_PROFIT_MARKET")
-    with read_connection(engine) as conn:
-        key = conn.execute(text("SELECT trade_key FROM positions WHERE side = 'long'")).scalar_one()
-    return stop, target, key
+    return kill_in_position(work, fake, engine, _legs, ("STOP_MARKET", "TAKE_PROFIT_MARKET"),
+                            held=lambda: fake.futures.positions[SYMBOL].qty > 0)
 
 
 def _posted(fake: FakeExchange, since: int) -> list[dict[str, str]]:
@@ -96,14 +77,7 @@ def _posted(fake: FakeExchange, since: int) -> list[dict[str, str]]:
 
 
 def _fills_once(engine: Engine, fake: FakeExchange) -> None:
-    with fake.futures.lock:
-        venue = {str(t["id"]): t for t in fake.futures.trades}
-        orders = {o.order_id: o.client_id for o in fake.futures.orders.values()}
-    fills = list_fills(engine)
-    ids = [f.venue_trade_id for f in fills if f.venue_trade_id is not None]
-    assert len(ids) == len(set(ids)) and set(ids) <= set(venue)
-    assert sorted((f.client_order_id, f.price, f.quantity) for f in fills) == sorted(
-        (orders[t["orderId"]], Decimal(t["price"]), Decimal(t["qty"])) for t in venue.values())
+    fills_once(engine, fake, fake.futures, fees=False)
 
 
 def test_on_futures_a_stop_filled_while_down_closes_the_trade_and_the_target_is_cancelled_at_the_restart(
