@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import threading
 import time
 from datetime import timedelta
@@ -195,8 +196,13 @@ def test_server_down_messages_are_dropped_after_the_attempts_and_the_token_never
     assert time.perf_counter() - t0 < 0.25  # publishing does not wait for the dead server
     assert n.wait_delivered(10)
     stats = n.channels[0].outboxes[CHAT].stats  # type: ignore[attr-defined]
-    assert (stats.delivered, stats.dropped, stats.failed_attempts) == (0, 3, 3)
-    assert any("dropped 3 message(s) after 3 failed attempts" in r.getMessage() for r in caplog.records)
+    # Messages queued while a send is failing go out together: usually all three in one send,
+    # but under load the first can leave alone. Each send is tried exactly 3 times, then dropped.
+    drops = [re.search(r"dropped (\d+) message\(s\) after 3 failed attempts", r.getMessage())
+             for r in caplog.records]
+    sizes = [int(m.group(1)) for m in drops if m]
+    assert sum(sizes) == 3 and sizes, caplog.text[-2000:]
+    assert (stats.delivered, stats.dropped, stats.failed_attempts) == (0, 3, 3 * len(sizes))
     assert any("telegram not reachable" in r.getMessage() for r in caplog.records)
     assert TOKEN not in caplog.text and TOKEN.split(":")[1] not in caplog.text
 
