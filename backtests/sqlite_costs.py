@@ -247,40 +247,43 @@ def batching_ab(args: Any) -> dict[str, Any]:
     return bench.median_of(rounds)  # type: ignore[no-any-return]
 
 
-def _batching_table(res: dict[str, Any]) -> str:
-    lines = [
-        "| variant | rate | p50 ms | p99 ms | wait p50 / p99 ms | in batch p50 / p99 ms | p99 tail: wait + batch ms | batch CPU p50 / p99 ms | batches per bar | bars split % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def _table(res: dict[str, Any], header: str, cells: Callable[[dict[str, Any]], str]) -> str:
+    """A markdown table: a row per variant and phase (paced rates, then the burst)."""
+    names = [h.strip() for h in header.strip("|").split("|")]
+    lines = [header, "|---|" + "---:|" * (len(names) - 1)]
     for kind, r in res.items():
         for p in [*r["paced"], r["burst"]]:
             rate = f"{p['rate']:,.0f}/s" if p["rate"] else f"burst {p['events_per_s']:,.0f}/s"
-            lines.append(
-                f"| {kind} | {rate} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | "
-                f"{p['wait_p50_ms']:.2f} / {p['wait_p99_ms']:.2f} | "
-                f"{p['in_batch_p50_ms']:.2f} / {p['in_batch_p99_ms']:.2f} | "
-                f"{p['tail_wait_ms']:.2f} + {p['tail_batch_ms']:.2f} | "
-                f"{p['batch_cpu_p50_ms']:.2f} / {p['batch_cpu_p99_ms']:.2f} | "
-                f"{p['batches_per_bar']:.2f} | {p['bars_split_pct']:.1f} |"
-            )
+            lines.append(f"| {kind} | {rate} | {cells(p)} |")
     return "\n".join(lines)
+
+
+def _batching_table(res: dict[str, Any]) -> str:
+    return _table(
+        res,
+        "| variant | rate | p50 ms | p99 ms | wait p50 / p99 ms | in batch p50 / p99 ms | p99 tail: wait + batch ms | batch CPU p50 / p99 ms | batches per bar | bars split % |",
+        lambda p: (
+            f"{p['p50_ms']:.2f} | {p['p99_ms']:.2f} | "
+            f"{p['wait_p50_ms']:.2f} / {p['wait_p99_ms']:.2f} | "
+            f"{p['in_batch_p50_ms']:.2f} / {p['in_batch_p99_ms']:.2f} | "
+            f"{p['tail_wait_ms']:.2f} + {p['tail_batch_ms']:.2f} | "
+            f"{p['batch_cpu_p50_ms']:.2f} / {p['batch_cpu_p99_ms']:.2f} | "
+            f"{p['batches_per_bar']:.2f} | {p['bars_split_pct']:.1f}"
+        ),
+    )
 
 
 def _ab_table(res: dict[str, Any]) -> str:
-    lines = [
+    return _table(
+        res,
         "| variant | rate | p50 ms | p99 ms | max ms | COMMIT p99 ms | checkpoints | tail copies | forced | woken | WAL MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for kind, r in res.items():
-        for p in [*r["paced"], r["burst"]]:
-            rate = f"{p['rate']:,.0f}/s" if p["rate"] else f"burst {p['events_per_s']:,.0f}/s"
-            lines.append(
-                f"| {kind} | {rate} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | {p['max_ms']:.1f} | "
-                f"{p['commit_p99_ms']:.2f} | {p.get('checkpoints', 0):.0f} | "
-                f"{p.get('restarts', 0):.0f} | {p.get('checkpoints_forced', 0):.0f} | {p.get('woken', 0):.0f} | "
-                f"{p.get('wal_mb', 0):.1f} |"
-            )
-    return "\n".join(lines)
+        lambda p: (
+            f"{p['p50_ms']:.2f} | {p['p99_ms']:.2f} | {p['max_ms']:.1f} | "
+            f"{p['commit_p99_ms']:.2f} | {p.get('checkpoints', 0):.0f} | "
+            f"{p.get('restarts', 0):.0f} | {p.get('checkpoints_forced', 0):.0f} | "
+            f"{p.get('woken', 0):.0f} | {p.get('wal_mb', 0):.1f}"
+        ),
+    )
 
 
 if __name__ == "__main__":
