@@ -98,11 +98,14 @@ def _accepted(work: Path) -> set[str]:
     return {cid for cid, s in status.items() if s == "accepted"}
 
 
-def _hold(fake: FakeExchange, target: Decimal) -> float:
-    """A price to hold while the bot restarts: the current minute's high (its trailing stop stays below
-    it, however the bars since the kill move it), just below the target."""
+def _hold(fake: FakeExchange, target: Decimal, minutes: int = 60) -> float:
+    """A price to hold while the bot restarts: the highest high of the last `minutes` (its trailing
+    stop, recomputed over the bars it warms up on, stays below it; the current minute's high alone
+    once left a recomputed stop above the price: rejected, WOULD_TRIGGER_NOW), just below the target."""
     now = fake.now_ms()
-    high = fake.engine.paths[SYMBOL].candle(now - now % 60_000, 60_000, now)[1]
+    path = fake.engine.paths[SYMBOL]
+    this_minute = now - now % 60_000
+    high = max(path.candle(this_minute - k * 60_000, 60_000, now)[1] for k in range(minutes))
     return float(min(max(high, fake.engine.price(SYMBOL)), target - Decimal("0.05")))
 
 
