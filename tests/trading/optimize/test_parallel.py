@@ -103,12 +103,12 @@ def test_a_two_worker_dask_cluster_equals_serial(
     # may give one all of them, so the count of workers used is not asserted).
     assert workers and all(not w.endswith(f":{os.getpid()}") for w in workers)
     loads = log.read_text().split()
-    # Scattered once to each worker process, not once per trial. Dask may place the scattered
-    # data on a process that runs no trial (or replace a worker under load): that process
-    # loads it once too, so the count is per process, not exactly the number of workers.
-    assert len(loads) == len(set(loads))
+    # Scattered to each worker process, not sent with every trial. Dask may place the data on a
+    # process that runs no trial or replace a worker under load, and under load a worker can
+    # receive the key twice (the broadcast's replication racing a task's own fetch of it; CI saw
+    # one process load it twice). So the bound is per worker, far below one load per trial.
     assert {w.rsplit(":", 1)[1] for w in workers} <= set(loads)
-    assert len(loads) <= 3 < len(grid.trials) + len(optuna.trials)
+    assert len(loads) <= 2 * (dask_runner.workers + 1) < len(grid.trials) + len(optuna.trials)
 
 
 def test_make_runner_picks_the_runner_from_jobs_and_scheduler() -> None:
