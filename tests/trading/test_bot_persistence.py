@@ -171,6 +171,9 @@ def test_atf_paper_records_every_order_event_fill_and_trade_the_bot_made(
     assert len(trades) == len(result["trades"]) >= 3
     closed = sorted(t["exit_reason"] for t in result["trades"] if t["exit_reason"] != "end_of_data")
     assert sorted(str(t.exit_reason) for t in trades if t.status == "closed") == closed
+    # each round trip keeps the entry mixins that opened it (the result's entry_tag), open ones too
+    assert all(t["entry_tag"] for t in result["trades"])
+    assert sorted(str(t.entry_tag) for t in trades) == sorted(t["entry_tag"] for t in result["trades"])
     held = {p.symbol: p.quantity for p in spy.bot.position_manager.open_positions()}
     assert {p.symbol: p.quantity for p in load_positions(engine, 1)} == {
         s: q.quantize(TEN_DECIMALS) for s, q in held.items()

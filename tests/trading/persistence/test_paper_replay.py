@@ -101,5 +101,7 @@ def test_replayed_events_give_the_orders_fills_and_trades_of_the_run(
     # TradeClosed carries the strategy's exit reason (trailing_stop, breakeven_stop, ...): stored as is.
     assert all(e.exit_reason for e in closes)
     assert [t.exit_reason for t in trades] == [e.exit_reason for e in closes]
+    assert all(e.entry_tag for e in closes)
+    assert [t.entry_tag for t in trades] == [e.entry_tag for e in closes]
     open_now = load_positions(engine, bot)
     assert all(p.quantity > 0 for p in open_now)  # long-only strategy: at most a long left open
