@@ -12,6 +12,8 @@ import pytest
 if TYPE_CHECKING:
     from tests.trading.persistence.pg_server import PostgresServer
 
+pytest_plugins = ["tests.fakes.ib_fixtures"]  # `tws` and `adapter`: the fake TWS for IB tests
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:

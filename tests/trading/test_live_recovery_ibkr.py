@@ -11,7 +11,7 @@ from sqlalchemy.engine import Engine
 
 from tests.fakes.fake_tws import FakeTWS
 from tests.fakes.fake_tws_account import set_position
-from tests.fakes.fake_tws_setup import AAPL, fake_tws, order, settings, wait_until
+from tests.fakes.fake_tws_setup import AAPL, order, wait_until
 from trading.brokers.ibkr import IBKRAdapter
 from trading.brokers.ibkr_bridge import OrderManagerBridge
 from trading.brokers.ibkr_broker import IBKRBroker
@@ -28,15 +28,7 @@ SYMBOLS = ["AAPL"]
 
 
 @pytest.fixture
-def tws() -> Iterator[FakeTWS]:
-    with fake_tws() as server:
-        yield server
-
-
-@pytest.fixture
-def broker(tws: FakeTWS) -> Iterator[IBKRBroker]:
-    adapter = IBKRAdapter(settings(tws))
-    adapter.connect()
+def broker(adapter: IBKRAdapter) -> Iterator[IBKRBroker]:
     b = IBKRBroker(adapter)
     yield b
     b.close()

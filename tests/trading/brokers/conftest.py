@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.fakes.fake_exchange import FakeExchange
-
-if TYPE_CHECKING:
-    from tests.fakes.fake_tws import FakeTWS
-    from trading.brokers.ibkr import IBKRAdapter
 
 
 @pytest.fixture
@@ -22,25 +17,4 @@ def fake() -> Iterator[FakeExchange]:
         yield fx
 
 
-# --- Interactive Brokers (imported when used, so that the ccxt tests do not load the IB stack)
-
-
-@pytest.fixture
-def tws() -> Iterator[FakeTWS]:
-    """A fake TWS with the default paper account and instruments (see fake_tws_setup)."""
-    from tests.fakes.fake_tws_setup import fake_tws
-
-    with fake_tws() as server:
-        yield server
-
-
-@pytest.fixture
-def adapter(tws: FakeTWS) -> Iterator[IBKRAdapter]:
-    """An IB adapter connected to `tws`; closed after the test."""
-    from tests.fakes.fake_tws_setup import settings
-    from trading.brokers.ibkr import IBKRAdapter
-
-    a = IBKRAdapter(settings(tws))
-    a.connect()
-    yield a
-    a.close()
+# The fake TWS fixtures (`tws`, `adapter`) come from tests/fakes/ib_fixtures.py.

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from tests.fakes.fake_tws import FakeTWS
-from tests.fakes.fake_tws_setup import AAPL, bridge, fake_tws, order, settings, wait_until
+from tests.fakes.fake_tws_setup import AAPL, bridge, order, settings, wait_until
 from trading.brokers.ibkr import IBKRAdapter
 from trading.brokers.ibkr_orders import OrderTicket
 from trading.orders import OrderStatus as S
-
-
-@pytest.fixture
-def tws() -> Iterator[FakeTWS]:
-    with fake_tws() as server:
-        yield server
 
 
 def _adapter(tws: FakeTWS) -> IBKRAdapter:
