@@ -9,6 +9,11 @@ A crash in the middle of an append leaves a torn last line: on open it is cut of
 events were never acknowledged as spooled) and every complete line before it is kept. A
 complete line that cannot be decoded is moved to ``<file>.rejected`` rather than dropped or
 allowed to block the lines behind it.
+
+An event the database refuses for good (see `trading.persistence.writer`: a constraint or a
+value it rejects, not an outage) is appended to ``<file>.quarantine`` by `quarantine`: one
+JSON object per line, ``{"quarantined_at", "error", "message", "event"}`` with the event in
+the spool's own encoding, fsynced. `read_quarantine` reads it back.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trading.persistence.audit_events  # noqa: F401 - its events must decode from the spool
@@ -44,6 +50,16 @@ def decode_line(line: bytes) -> Event:
 
 
 @dataclass(frozen=True)
+class QuarantinedEvent:
+    """One line of a quarantine file: the refused event, why, and when."""
+
+    event: Event
+    error: str
+    message: str
+    quarantined_at: datetime
+
+
+@dataclass(frozen=True)
 class SpoolChunk:
     """Events read from the front of the spool; `consume` it once they are in the database."""
 
@@ -51,6 +67,23 @@ class SpoolChunk:
     start: int
     end: int
     lines: int
+    #: per event: the end offset of its line and the lines read up to it (for `split`)
+    marks: tuple[tuple[int, int], ...] = field(default=(), repr=False)
+
+    def split(self, n: int) -> tuple[SpoolChunk, SpoolChunk]:
+        """Return the chunk of the first `n` events (and the lines before them) and the rest.
+
+        Consume the first, then the second: the spool can be consumed event by event.
+        """
+        if n <= 0:
+            return SpoolChunk([], self.start, self.start, 0), self
+        if n >= len(self.events):
+            return self, SpoolChunk([], self.end, self.end, 0)
+        end, lines = self.marks[n - 1]
+        head = SpoolChunk(self.events[:n], self.start, end, lines, self.marks[:n])
+        rest_marks = tuple((e, k - lines) for e, k in self.marks[n:])
+        rest = SpoolChunk(self.events[n:], end, self.end, self.lines - lines, rest_marks)
+        return head, rest
 
 
 class EventSpool:
@@ -73,6 +106,10 @@ class EventSpool:
     @property
     def rejected_path(self) -> Path:
         return self.path.with_name(self.path.name + ".rejected")
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".quarantine")
 
     def _recover(self) -> None:
         if not self.path.exists():
@@ -125,6 +162,7 @@ class EventSpool:
         with self._lock:
             start = pos = self._read_pos
             events: list[Event] = []
+            marks: list[tuple[int, int]] = []
             lines = 0
             if self.pending == 0:
                 return SpoolChunk([], start, start, 0)
@@ -140,7 +178,9 @@ class EventSpool:
                         events.append(decode_line(raw))
                     except Exception:  # noqa: BLE001 - one bad line must not block the rest
                         self._reject(raw)
-            return SpoolChunk(events, start, pos, lines)
+                    else:
+                        marks.append((pos, lines))
+            return SpoolChunk(events, start, pos, lines, tuple(marks))
 
     def consume(self, chunk: SpoolChunk) -> None:
         """Mark `chunk` as written; truncate the file when nothing is left."""
@@ -160,6 +200,35 @@ class EventSpool:
                 os.fsync(f.fileno())
         self._read_pos = 0
 
+    def quarantine(self, event: Event, error: str, message: str) -> None:
+        """Append `event`, refused by the database, to the quarantine file and fsync it.
+
+        Raise OSError if the disk refuses (the caller keeps the event in the spool then).
+        """
+        record = {
+            "quarantined_at": datetime.now(UTC).isoformat(),
+            "error": error,
+            "message": message,
+            "event": encode_event(event),
+        }
+        line = (json.dumps(record, separators=(",", ":"), default=str) + "\n").encode()
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.quarantine_path, "ab") as f:
+                start = f.tell()
+                try:
+                    f.write(line)
+                    f.flush()
+                    if self.fsync:
+                        os.fsync(f.fileno())
+                except OSError:
+                    f.truncate(start)
+                    raise
+
+    def read_quarantine(self) -> list[QuarantinedEvent]:
+        """Return the quarantined events, oldest first (an empty list if there are none)."""
+        return read_quarantine(self.quarantine_path)
+
     def _reject(self, raw: bytes) -> None:
         self.rejected += 1
         log.error("unreadable spool line moved to %s: %r", self.rejected_path, raw[:200])
@@ -167,3 +236,24 @@ class EventSpool:
             f.write(raw)
             f.flush()
             os.fsync(f.fileno())
+
+
+def read_quarantine(path: str | Path) -> list[QuarantinedEvent]:
+    """Read a quarantine file (``<spool file>.quarantine``); [] if it does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    out = []
+    for raw in path.read_bytes().splitlines():
+        if not raw.strip():
+            continue
+        record = json.loads(raw)
+        out.append(
+            QuarantinedEvent(
+                event=decode_event(record["event"]),
+                error=str(record["error"]),
+                message=str(record["message"]),
+                quarantined_at=datetime.fromisoformat(record["quarantined_at"]),
+            )
+        )
+    return out

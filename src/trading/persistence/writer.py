@@ -7,11 +7,21 @@ batch to fill, 0 by default: whatever came in while the last batch was being wri
 the next one), and writes it with `apply_events`, one transaction per batch (`batches`
 counts them).
 
-If a write fails (database down, disk full, lock timeout) trading goes on: the batch goes to
-the `EventSpool` (fsynced JSON lines) and so does every later batch, in order, until the
-spool has been replayed. The writer retries with exponential backoff (`retry_initial` up to
-`retry_max` seconds); when the database answers, the spool is replayed from the front, chunk
-by chunk, and truncated. A spool left by an earlier process is replayed first.
+If a write fails because the database is out of reach (`is_outage`: the connection, a lock
+timeout, a full disk) trading goes on: the batch goes to the `EventSpool` (fsynced JSON lines)
+and so does every later batch, in order, until the spool has been replayed. The writer
+retries with exponential backoff (`retry_initial` up to `retry_max` seconds); when the
+database answers, the spool is replayed from the front, chunk by chunk, and truncated. A
+spool left by an earlier process is replayed first.
+
+Any other failure is a refusal (a constraint, a value the database rejects, an event the
+audit code cannot turn into rows): retrying would never succeed and would hold every later
+record back. The batch (live, or a spool chunk on replay) is then written again one event at
+a time, in order, each event one transaction; an event refused on its own goes to the
+spool's quarantine file (``<spool file>.quarantine``, see `EventSpool.quarantine`), is
+logged at CRITICAL and counted (`quarantined`), and the writer goes on. An outage in the
+middle of this spools the events not yet written, in order, as above. So every event is in
+the database, in the spool or in the quarantine file, and never half-written.
 
 Heartbeats (`heartbeat_interval`) and equity samples (`equity_interval`, from
 `equity_source`) are taken on the writer's thread; equity samples are queued like events.
@@ -31,6 +41,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Engine
 
 from trading.events import (
@@ -45,13 +56,14 @@ from trading.events import (
     TradeClosed,
     TradeOpened,
 )
+from trading.exceptions import DatabaseError
 from trading.persistence.audit import apply_events
 from trading.persistence.audit_events import EquitySampled, Reconciled
 from trading.persistence.bots import record_heartbeat
 from trading.persistence.checkpointer import DEFAULT_WAL_BYTES, WalCheckpointer
 from trading.persistence.equity import record_equity_snapshot
 from trading.persistence.recovery import record_reconciliation
-from trading.persistence.spool import EventSpool
+from trading.persistence.spool import EventSpool, SpoolChunk
 from trading.persistence.writer_health import WriterHealth, pct, scrub
 
 if TYPE_CHECKING:
@@ -72,6 +84,28 @@ AUDITED: tuple[type[Event], ...] = (
     BotStopped,
     Reconciled,
 )
+
+#: Failures of the database's availability, not of the records: spool, back off, retry.
+OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    sa_exc.OperationalError,  # connection refused/lost, admin shutdown, SQLite locked, disk I/O
+    sa_exc.InterfaceError,
+    sa_exc.DisconnectionError,
+    sa_exc.TimeoutError,  # no pooled connection in time
+    OSError,
+    TimeoutError,
+    DatabaseError,  # atf's: no bot instance / wrong revision / a write race lost 4 times
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True if `exc` says the database is out of reach (retry later), False for a refusal.
+
+    A refusal (IntegrityError, DataError, ProgrammingError, or a TypeError, ValueError, ...
+    raised while the rows are built) will fail again however often it is retried.
+    """
+    if isinstance(exc, OUTAGE_ERRORS):
+        return True
+    return isinstance(exc, sa_exc.DBAPIError) and bool(exc.connection_invalidated)
 
 
 class AuditWriter:
@@ -132,6 +166,8 @@ class AuditWriter:
         self.spooled = 0
         self.replayed = 0
         self.failures = 0
+        self.quarantined = 0  # events the database refused on their own: in the quarantine file
+        self._committed = 0  # events of the last _write() committed before it failed
         self.last_error: str | None = None
         self.last_write: datetime | None = None
         self.latencies: deque[float] = deque(maxlen=200_000)  # publish -> commit, seconds
@@ -216,6 +252,9 @@ class AuditWriter:
     def close(self, timeout: float | None = 30.0) -> bool:
         """Write or spool everything, stop the thread; True if all of it reached the database.
 
+        Quarantined records (refused by the database for good) do not make it False: a
+        restart would not write them either; the count and the file are logged.
+
         On timeout (a database call that hangs), whatever is still in memory is appended to
         the spool from this thread, so nothing is lost; the next start replays it.
         """
@@ -242,6 +281,12 @@ class AuditWriter:
                 log.critical("%d audit events could not be spooled", len(leftovers), exc_info=True)
                 self.unsaved.extend(leftovers)
         _LIVE.discard(self)
+        if self.quarantined:
+            log.error(
+                "%d audit records were refused by the database and are not in it: see %s",
+                self.quarantined,
+                self.spool.quarantine_path,
+            )
         return len(self.spool) == 0 and not leftovers and not self.unsaved
 
     def health(self) -> WriterHealth:
@@ -258,6 +303,7 @@ class AuditWriter:
             spooled=self.spooled,
             replayed=self.replayed,
             failures=self.failures,
+            quarantined=self.quarantined,
             last_error=self.last_error,
             last_write=self.last_write,
             latency_p50_ms=pct(lat, 0.50),
@@ -318,24 +364,123 @@ class AuditWriter:
 
     def _handle(self, batch: list[tuple[float, Event]]) -> None:
         events = [e for _, e in batch]
-        settled = True
+        settled = len(events)  # events written, spooled or quarantined (the rest: queued again)
         if not self._degraded:
             try:
                 self._write(events)
-                now = self._clock()
-                with self._work:
-                    self.latencies.extend(now - t for t, _ in batch)
-                self.written += len(events)
-            except Exception as exc:  # noqa: BLE001 - any failure: keep the batch on disk
-                self._failed(exc)
-                settled = self._to_spool(batch)
+                self._written(batch)
+            except Exception as exc:  # noqa: BLE001 - an outage or a refusal (is_outage)
+                if is_outage(exc):
+                    self._failed(exc)
+                    settled = len(events) if self._to_spool(batch) else 0
+                else:
+                    settled = self._isolate(batch, exc)
         else:
-            settled = self._to_spool(batch)
+            settled = len(events) if self._to_spool(batch) else 0
         with self._idle:
             self._inflight = []
-            if settled:
-                self._done += len(events)
+            self._done += settled
             self._idle.notify_all()
+
+    def _written(self, batch: Sequence[tuple[float, Event]]) -> None:
+        now = self._clock()
+        with self._work:
+            self.latencies.extend(now - t for t, _ in batch)
+        self.written += len(batch)
+
+    def _isolate(self, batch: list[tuple[float, Event]], refusal: Exception) -> int:
+        """Write a refused batch event by event; return how many are written/spooled/quarantined.
+
+        The events `_write` committed before the refusal are not written again. An event
+        refused alone is quarantined; on an outage the events not yet written are spooled.
+        """
+        done = self._committed
+        self._written(batch[:done])
+        log.warning(
+            "audit database refused a batch of %d events (%s): writing them one by one",
+            len(batch),
+            self._describe(refusal),
+        )
+        for i in range(done, len(batch)):
+            event = batch[i][1]
+            try:
+                self._write([event])
+            except Exception as exc:  # noqa: BLE001
+                if is_outage(exc):
+                    self._failed(exc)
+                    return i + (len(batch) - i if self._to_spool(batch[i:]) else 0)
+                try:
+                    self._quarantine(event, exc)
+                except OSError as disk:  # no quarantine file: spool it, isolated again later
+                    self._quarantine_failed(disk)
+                    return i + (len(batch) - i if self._to_spool(batch[i:]) else 0)
+            else:
+                self._written(batch[i : i + 1])
+        return len(batch)
+
+    def _isolate_chunk(self, chunk: SpoolChunk, refusal: Exception) -> bool:
+        """Replay a refused spool chunk event by event (see `_isolate`); False on an outage.
+
+        Each event is consumed from the spool once it is written or quarantined, so an
+        outage in the middle leaves exactly the events not yet handled at the spool's front.
+        """
+        head, rest = chunk.split(self._committed)
+        self.spool.consume(head)
+        self.replayed += len(head.events)
+        log.warning(
+            "audit database refused %d spooled events (%s): replaying them one by one",
+            len(chunk.events),
+            self._describe(refusal),
+        )
+        while rest.events:
+            event = rest.events[0]
+            try:
+                self._write([event])
+            except Exception as exc:  # noqa: BLE001
+                if is_outage(exc):
+                    self._failed(exc)
+                    return False
+                try:
+                    self._quarantine(event, exc)
+                except OSError as disk:  # it stays at the spool's front, isolated again later
+                    self._quarantine_failed(disk)
+                    return False
+            else:
+                self.replayed += 1
+            head, rest = rest.split(1)
+            self.spool.consume(head)
+        if rest.lines:  # only unreadable lines left (split gives them to the last event)
+            self.spool.consume(rest)
+        return True
+
+    def _quarantine(self, event: Event, exc: BaseException) -> None:
+        """Put one refused event in the quarantine file (fsynced); raise OSError if it fails."""
+        error = type(exc).__name__
+        orig = getattr(exc, "orig", None)  # the driver's error under SQLAlchemy's
+        cause = orig if orig is not None else exc
+        message = str(cause) if cause is exc else f"{type(cause).__name__}: {cause}"
+        message = scrub(message, self.engine)[:2000]
+        self.spool.quarantine(event, error, message)
+        self.quarantined += 1
+        subject = getattr(event, "client_order_id", None) or getattr(event, "trade_id", None)
+        log.critical(
+            "audit database refused %s %s (%s: %s): quarantined in %s (%d so far); "
+            "the writer goes on with the next records",
+            type(event).__name__,
+            subject or "-",  # the order (or trade) it belongs to
+            error,
+            (message.splitlines() or [""])[0][:300],
+            self.spool.quarantine_path,
+            self.quarantined,
+        )
+
+    def _quarantine_failed(self, exc: OSError) -> None:
+        log.critical("audit quarantine %s not writable: %s", self.spool.quarantine_path, exc)
+        self._failed(exc)
+
+    def _describe(self, exc: BaseException) -> str:
+        text = scrub(f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}", self.engine)
+        return (text.splitlines() or [""])[0][:500]
 
     def _to_spool(self, batch: list[tuple[float, Event]]) -> bool:
         """Append the batch to the spool; on a disk error put it back at the queue's front."""
@@ -360,18 +505,25 @@ class AuditWriter:
         return True
 
     def _write(self, events: Sequence[Event]) -> None:
-        """Write `events` in order: audit events one transaction per run, records one each."""
+        """Write `events` in order: audit events one transaction per run, records one each.
+
+        `_committed` counts the events committed so far (those before a failure are in).
+        """
+        self._committed = 0
         run: list[Event] = []
         for event in events:
             if isinstance(event, (EquitySampled, Reconciled)):
                 if run:
                     apply_events(self.engine, run, self.bot_instance_id)
+                    self._committed += len(run)
                     run = []
                 self._write_record(event)
+                self._committed += 1
             else:
                 run.append(event)
         if run:
             apply_events(self.engine, run, self.bot_instance_id)
+            self._committed += len(run)
         self.last_write = datetime.now(UTC)
         if self.checkpointer is not None:  # idle: nothing queued, no commit due at once
             self.checkpointer.after_write(idle=not self._queue)
@@ -400,8 +552,7 @@ class AuditWriter:
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
-        error = f"{type(exc).__name__}: {getattr(exc, 'orig', None) or exc}"
-        self.last_error = scrub(error, self.engine).splitlines()[0][:500]
+        self.last_error = self._describe(exc)
         if not self._degraded:
             log.warning(
                 "audit database write failed (%s); trading goes on, records go to %s until it is back",
@@ -413,7 +564,10 @@ class AuditWriter:
         self._backoff = min(self._backoff * 2, self.retry_max)
 
     def _replay(self) -> None:
-        """Write the spool to the database from the front; stop at the first failure."""
+        """Write the spool to the database from the front; stop at the first outage.
+
+        A chunk the database refuses is replayed event by event (`_isolate_chunk`).
+        """
         total = 0
         while len(self.spool):
             chunk = self.spool.peek(self.batch_size)
@@ -421,8 +575,13 @@ class AuditWriter:
                 if chunk.events:
                     self._write(chunk.events)
             except Exception as exc:  # noqa: BLE001
-                self._failed(exc)
-                return
+                if is_outage(exc):
+                    self._failed(exc)
+                    return
+                if not self._isolate_chunk(chunk, exc):
+                    return
+                total += len(chunk.events)
+                continue
             self.spool.consume(chunk)
             self.replayed += len(chunk.events)
             total += len(chunk.events)
@@ -452,7 +611,10 @@ class AuditWriter:
         try:
             record_heartbeat(self.engine, self.bot_instance_id)
         except Exception as exc:  # noqa: BLE001 - the database is down: spool from now on
-            self._failed(exc)
+            if is_outage(exc):
+                self._failed(exc)
+            else:
+                log.warning("audit heartbeat refused: %s", self._describe(exc))
 
     def _sample_equity(self) -> None:
         assert self._equity_source is not None

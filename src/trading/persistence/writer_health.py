@@ -14,6 +14,8 @@ class WriterHealth:
 
     `state`: ``ok`` (writing to the database), ``spooling`` (the database did not take the
     last write: records go to the spool until a retry succeeds) or ``closed``.
+    `quarantined`: events the database refused on their own (not an outage), kept in the
+    spool's quarantine file instead (``<spool file>.quarantine``); anything above 0 needs a look.
     """
 
     state: str
@@ -23,6 +25,7 @@ class WriterHealth:
     spooled: int
     replayed: int
     failures: int
+    quarantined: int
     last_error: str | None
     last_write: datetime | None
     latency_p50_ms: float | None
