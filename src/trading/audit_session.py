@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from trading.broker_state import COUNTED, BrokerStateFile, PaperBrokerState
-from trading.events import BotStopped, Event
+from trading.events import BotStopped, Event, OrderFill
 from trading.persistence.audit_events import EquitySampled
 from trading.persistence.bots import (
     BotInstanceInfo,
@@ -79,8 +79,46 @@ class PersistenceSettings:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What the audit trail stamps on each fill of one run (`stamp`), as the trade ledger does.
+
+    `correlation_id`: the run's id (`bot_services.correlation_id`, the ledger's too);
+    `attribution`: symbol ('*': any other) -> {strategy: weight} (``ledger.attribution``).
+    A fill of a symbol without attribution keeps none: the database gives it the bot's
+    strategy with weight 1.
+    """
+
+    correlation_id: str | None = None
+    attribution: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from trading.ledger import validate_attribution
+
+        validate_attribution(self.attribution)
+
+    def stamp(self, event: Event) -> Event:
+        """Return the fill with the run's correlation id and attribution (what it lacks of them)."""
+        if not isinstance(event, OrderFill):
+            return event
+        changes: dict[str, Any] = {}
+        if event.correlation_id is None and self.correlation_id:
+            changes["correlation_id"] = self.correlation_id
+        if event.strategy_names is None and self.attribution:
+            from trading.ledger import weights_for
+
+            names, weights = weights_for(self.attribution, event.symbol)
+            if names:
+                changes.update(strategy_names=names, strategy_weights=weights)
+        return dataclasses.replace(event, **changes) if changes else event
+
+
 class AuditSession:
-    """A bot's writer, paper broker book and crash recovery, fed by one inline subscriber."""
+    """A bot's writer, paper broker book and crash recovery, fed by one inline subscriber.
+
+    Fills are stamped with the run's `RunContext` before they are queued (so a spooled fill
+    keeps the run it came from); the idempotency key leaves the stamp out (`audit`).
+    """
 
     def __init__(
         self,
@@ -91,7 +129,9 @@ class AuditSession:
         state_file: BrokerStateFile,
         recovery: CrashRecovery | None,
         settings: PersistenceSettings,
+        context: RunContext | None = None,
     ) -> None:
+        self.context = context or RunContext()
         self.engine = engine
         self.info = info
         self.writer = writer
@@ -111,7 +151,7 @@ class AuditSession:
                 recovery.before(event)  # the resume point passed: check before this event
             elif isinstance(event, BotStopped):
                 recovery.end()
-        self.writer.submit(event)
+        self.writer.submit(self.context.stamp(event))
         if counted:
             self.book.apply(event)
             if recovery is not None and recovery.pending:
@@ -195,8 +235,11 @@ def attach_audit(
     initial_cash: Decimal | float | None = None,
     on_refuse: Callable[[ReconciliationMismatch], None] | None = None,
     equity_source: Callable[[], EquitySampled | None] | None = None,
+    context: RunContext | None = None,
 ) -> AuditSession:
     """Open the audit database, register the bot, recover, and subscribe to `bus`.
+
+    `context`: the run's correlation id and strategy attribution, stamped on its fills.
 
     Raise `DatabaseError` if the database is unreachable or not at head (a bot does not
     start without its record). `on_refuse` is called (on the strategy's thread) when crash
@@ -250,7 +293,7 @@ def attach_audit(
             if point.active:
                 emit = bus.publish if bus is not None else writer.submit
                 recovery = CrashRecovery(point, book, emit=emit, on_refuse=on_refuse)
-        session = AuditSession(engine, info, writer, book, state_file, recovery, s)
+        session = AuditSession(engine, info, writer, book, state_file, recovery, s, context)
         holder.append(session)
     except BaseException:
         engine.dispose()
@@ -294,8 +337,10 @@ def attach_config_audit(
     settings: PersistenceSettings | Mapping[str, Any] | None = None,
     *,
     on_refuse: Callable[[ReconciliationMismatch], None] | None = None,
+    correlation_id: str | None = None,
 ) -> AuditSession:
-    """`attach_audit` for the bot a `BotConfig` describes (name, strategy, venue, cash)."""
+    """`attach_audit` for the bot a `BotConfig` describes (name, strategy, venue, cash); its
+    fills carry `correlation_id` and the ``ledger.attribution`` of their symbol."""
     return attach_audit(
         bus,
         name=config.bot.name,
@@ -306,4 +351,5 @@ def attach_config_audit(
         config=config.model_dump(mode="json"),
         initial_cash=config.broker.cash,
         on_refuse=on_refuse,
+        context=RunContext(correlation_id, config.ledger.attribution),
     )

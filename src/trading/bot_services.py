@@ -164,6 +164,8 @@ class BotServices:
         """Open every planned service on the bus; call before BotStarted is published."""
         if self.bus is None:
             return
+        # The run's id: on the ledger's entries and the audit trail's fills alike.
+        self.correlation_id = correlation_id(self.config.bot.name, started)
         try:
             if self.plan.audit:
                 await self._start_audit(self.bus)
@@ -188,7 +190,8 @@ class BotServices:
 
         settings = audit_settings(self.config, self.output_dir)
         self.audit = await asyncio.to_thread(
-            attach_config_audit, bus, self.config, self.mode, settings, on_refuse=refuse
+            attach_config_audit, bus, self.config, self.mode, settings, on_refuse=refuse,
+            correlation_id=self.correlation_id,
         )
 
     def _start_order_log(self, bus: EventBus) -> None:
@@ -212,7 +215,7 @@ class BotServices:
     def _start_ledger(self, bus: EventBus, started: datetime) -> None:
         from trading.ledger import TradeLedger
 
-        self.correlation_id = correlation_id(self.config.bot.name, started)
+        self.correlation_id = self.correlation_id or correlation_id(self.config.bot.name, started)
         self.ledger = TradeLedger(correlation_id=self.correlation_id)
         self.ledger.subscribe(bus, self.correlation_id, attribution=self.config.ledger.attribution)
 

@@ -6,7 +6,8 @@ it was created on and its leg (`entry`, `add`, `sl`, `ptp`, `tp`, `exit`), so a 
 the same bars gives the same ids. From there:
 
 * every backtrader notification becomes the OrderManager fact (`on_notification`): accepted,
-  a fill with what this notification added (quantity, average price, commission), cancelled,
+  a fill with what this notification added (quantity, average price, commission, and the
+  `FillDetails` the broker put on the notification: fee currency, bid and ask), cancelled,
   rejected, expired. The OrderManager publishes the events; its fills feed the
   PositionManager (`feed`).
 * the strategy's cancels and amends go through the OrderManager (`cancel`, `amend`); its
@@ -38,6 +39,29 @@ from trading.positions import PositionManager
 DUST = 1e-9  # relative: what a float position may keep of a fill that closed it
 
 _TYPES = {bt.Order.Market: OrderType.MARKET, bt.Order.Limit: OrderType.LIMIT, bt.Order.Stop: OrderType.STOP}
+
+
+#: The attribute of a backtrader order notification that holds the `FillDetails` of the
+#: execution it reports; brokers set it on the clone they notify (absent: nothing known).
+FILL_DETAILS = "atf_fill_details"
+
+
+@dataclass(frozen=True, slots=True)
+class FillDetails:
+    """What a broker knows of one execution beyond backtrader's price, size and commission.
+
+    `fee_currency`: the currency of the commission; `bid`, `ask`: the venue's quote when the
+    fill was seen. None: not known (never made up).
+    """
+
+    fee_currency: str | None = None
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+
+
+def attach_fill_details(notification: Any, details: FillDetails) -> None:
+    """Put `details` on a notification (the clone a broker queued, not the live order)."""
+    setattr(notification, FILL_DETAILS, details)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,8 +273,10 @@ class BacktraderOrders:
             self.manager.on_modified(rec.client_order_id, quantity=dec(total), ts=ts)
         last = rec.remaining if done else dec(total) - rec.filled_qty
         self._position_after = ex.psize
+        details = getattr(order, FILL_DETAILS, None) or FillDetails()
         try:
-            self.manager.on_fill(rec.client_order_id, last, dec(price), dec(fill.fee), ts=ts)
+            self.manager.on_fill(rec.client_order_id, last, dec(price), dec(fill.fee), ts=ts,
+                                 fee_currency=details.fee_currency, bid=details.bid, ask=details.ask)
         finally:
             self._position_after = None
         return fill

@@ -231,6 +231,11 @@ class BrokerSection(StrictModel):
     ccxt: CcxtOptions | None = Field(None, description="The ccxt adapter's settings (docs/live.md).")
     ibkr: IBKRSection | None = Field(None, description="Interactive Brokers connection and contracts (docs/live-ibkr.md).")
     cash: float = Field(10_000.0, gt=0)
+    currency: str | None = Field(
+        None, min_length=1, max_length=16, pattern=r"^[A-Za-z0-9]+$",
+        description="paper: the account currency (cash and commissions), recorded as the fee currency of "
+        "fills whose symbol does not name its quote (BTCUSDT; BTC/USDT gives USDT); null: unknown.",
+    )
     commission_rate: float = Field(0.001, ge=0, lt=0.1, description="Fraction of notional per fill.")
     commission_per_share: float | None = Field(
         None, ge=0, description="Commission per unit traded, instead of commission_rate."

@@ -67,7 +67,18 @@ class OrderAccepted(OrderEvent):
 
 @dataclass(frozen=True, kw_only=True)
 class OrderFill(OrderEvent):
-    """Base of the two fill events: `last_*` is this fill, the rest is cumulative."""
+    """Base of the two fill events: `last_*` is this fill, the rest is cumulative.
+
+    Optional details, None when nobody knows them (never made up):
+
+    * `fee_currency`: the currency `fee` is in (the venue's, or the quote currency the
+      simulated broker charges in);
+    * `bid`, `ask`: the venue's best bid and ask when the fill was seen (a live venue's
+      ticker; never derived from OHLCV bars);
+    * `correlation_id`, `strategy_names`, `strategy_weights`: the run the fill belongs to
+      and its strategy attribution (parallel tuples, weights summing to 1). Brokers leave
+      them None; the bot's audit trail stamps them from its run (`trading.audit_session`).
+    """
 
     side: OrderSide
     last_qty: Decimal
@@ -77,6 +88,12 @@ class OrderFill(OrderEvent):
     remaining_qty: Decimal
     avg_price: Decimal
     trade_id: str | None = None
+    fee_currency: str | None = None
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    correlation_id: str | None = None
+    strategy_names: tuple[str, ...] | None = None
+    strategy_weights: tuple[Decimal, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -272,6 +289,8 @@ def _encode(value: Any) -> Any:
         return value.value
     if dataclasses.is_dataclass(value):
         return str(value)  # value types such as ClientOrderId render as their text
+    if isinstance(value, tuple | list):
+        return [_encode(v) for v in value]
     return value
 
 
@@ -280,6 +299,9 @@ def _decode(value: Any, tp: Any) -> Any:
         return None
     if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is tuple:
+        item = typing.get_args(tp)[0]
+        return tuple(_decode(v, item) for v in value)
     if tp is datetime:
         return datetime.fromisoformat(value)
     if isinstance(tp, type) and issubclass(tp, (Decimal, Enum)):

@@ -224,6 +224,13 @@ def _quote_side(quote: Any, name: str) -> Decimal | None:
     return None if value is None else to_decimal(value, f"quote {name}")
 
 
+def _event_quote(result: Any) -> dict[str, Decimal | None] | None:
+    """The bid and ask a fill event carries (the broker's quote at fill); None if it has neither."""
+    if isinstance(result, OrderFill) and (result.bid is not None or result.ask is not None):
+        return {"bid": result.bid, "ask": result.ask}
+    return None
+
+
 def _quote_or_none(quotes: Callable[[str], Any] | None, symbol: str) -> Any:
     """Ask `quotes` for the symbol's quote; a failing source must not cost the fill its entry."""
     if quotes is None:
@@ -277,9 +284,12 @@ class TradeLedger:
 
         `order_result` is an `OrderFilled`/`OrderPartiallyFilled` event or an `Order`.
         `rebalance_plan` carries `metadata.strategy_attribution`; `quote_at_fill` has `bid`
-        and `ask` (a mapping or an object; a missing side is None).
+        and `ask` (a mapping or an object; a missing side is None). Without it, a fill event's
+        own `bid` and `ask` (the venue's, when the broker knew them) are the quote.
         """
         check_id(correlation_id, "correlation_id")
+        if quote_at_fill is None:
+            quote_at_fill = _event_quote(order_result)
         bid, ask = _quote_side(quote_at_fill, "bid"), _quote_side(quote_at_fill, "ask")
         with self._lock:  # one record at a time: an Order's new part depends on what is recorded
             fill = self._fill_of(order_result)
@@ -347,7 +357,8 @@ class TradeLedger:
         """Record every fill published on `bus`, so no broker has to call the ledger.
 
         `attribution` maps symbol -> {strategy: weight} (key ``*``: every other symbol);
-        `quotes(symbol)` returns the quote at fill when a live feed has one. Order types come
+        the quote at fill is the fill event's `bid`/`ask` (what the broker saw), else what
+        `quotes(symbol)` returns when a live feed has one. Order types come
         from the `OrderSubmitted` events. Inline by default: recording is a short append.
         """
         check_id(correlation_id, "correlation_id")
@@ -361,7 +372,8 @@ class TradeLedger:
                     self._order_types[str(event.client_order_id)] = event.order_type
                 return
             if isinstance(event, OrderFill):
-                self.record_filled_order(event, correlation_id, plan, _quote_or_none(quotes, event.symbol))
+                quote = _event_quote(event) or _quote_or_none(quotes, event.symbol)
+                self.record_filled_order(event, correlation_id, plan, quote)
             if isinstance(event, (OrderFilled, OrderCancelled, OrderRejected, OrderExpired)):
                 with self._lock:  # the order is done: its type is no longer needed
                     self._order_types.pop(str(event.client_order_id), None)

@@ -145,7 +145,8 @@ def _report_fills(orders: OrderManager, venue: Any, s: StoredOrder, vo: VenueOrd
             qty -= skip
         qty = min(qty, order.remaining)
         if qty > 0 and order.is_open:
-            orders.on_fill(cid, qty, trade.price, trade.fee, trade_id=trade.trade_id, ts=trade.ts)
+            orders.on_fill(cid, qty, trade.price, trade.fee, trade_id=trade.trade_id, ts=trade.ts,
+                           fee_currency=trade.fee_currency)  # no bid/ask: today's quote is not the fill's
     rest = min(vo.filled - order.filled_qty, order.remaining)
     if rest > 0 and vo.status != "open" and vo.average:
         log.warning("%s: the venue's trade list lags; booking %s at its average %s", cid, rest, vo.average)

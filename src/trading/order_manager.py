@@ -260,8 +260,14 @@ class OrderManager:
         *,
         trade_id: str | None = None,
         ts: datetime | None = None,
+        fee_currency: str | None = None,
+        bid: Decimal | None = None,
+        ask: Decimal | None = None,
     ) -> OrderFill:
-        """Apply one execution; an execution larger than the remainder raises and changes nothing."""
+        """Apply one execution; an execution larger than the remainder raises and changes nothing.
+
+        `fee_currency`, `bid` and `ask` go on the fill event as they are (None: not known).
+        """
         order = self.get(client_order_id)
         if not order.is_open:
             raise IllegalTransition(f"{client_order_id}: a {order.status.value} order cannot fill")
@@ -301,6 +307,9 @@ class OrderManager:
             remaining_qty=order.remaining,
             avg_price=order.avg_fill_price,
             trade_id=trade_id,
+            fee_currency=fee_currency,
+            bid=bid,
+            ask=ask,
         )
         self._emit(order, event)
         for callback in self._fill_callbacks:

@@ -29,7 +29,9 @@ from tests.e2e.live_configs import SPEED, VENUE_ENV, bot_yaml, fast_exchange
 from tests.e2e.test_cli_live import _start, _venue
 from tests.e2e.test_cli_paper import _cmd
 from tests.fakes.fake_exchange import FakeExchange
+from trading.ledger import TradeLedger
 from trading.persistence import list_fills, list_orders, make_engine, upgrade_database
+from trading.persistence.columns import at_scale
 from trading.persistence.db import read_connection
 
 
@@ -127,6 +129,17 @@ def test_a_live_bot_records_its_orders_and_fills_and_reconciles_with_the_venue_w
     venue_fills = sorted((by_order[t["orderId"]], Decimal(t["price"]), Decimal(t["qty"]), Decimal(t["commission"]))
                          for t in trades)
     assert db_fills == venue_fills and len(db_fills) >= 2
+    # Each fill row carries the venue's fee currency, its quote when the fill was seen, and the
+    # run: the ledger's correlation id.
+    run_id = first["diagnostics"]["ledger"]["correlation_id"]
+    for f in list_fills(engine):
+        assert (f.fee_currency, f.correlation_id) == ("USDT", run_id)
+        assert f.bid is not None and f.ask is not None and f.bid <= f.ask
+    ledger_url = Path(first["diagnostics"]["ledger"]["url"])
+    ledger = TradeLedger.load(str(ledger_url if ledger_url.is_absolute() else tmp_path / ledger_url))
+    assert sorted((e.order_id, at_scale(e.fill_price), at_scale(e.bid), at_scale(e.ask), e.correlation_id)
+                  for e in ledger.get_ledger() if e.bid is not None and e.ask is not None) == sorted(
+        (f.client_order_id, f.price, f.bid, f.ask, f.correlation_id) for f in list_fills(engine))
     with read_connection(engine) as conn:
         assert tuple(conn.execute(text("SELECT status, stop_reason FROM bot_instances")).one()) == (
             "stopped", "interrupted")

@@ -1,7 +1,8 @@
 """A fake Binance REST API (spot and USDⓈ-M futures) on 127.0.0.1 for the real ccxt client (tests only).
 
 Implements what the ccxt adapter, the live feed and `atf data download` use: ``ping``,
-``time``, ``exchangeInfo``, ``klines``, ``ticker/24hr`` and the signed ``account``,
+``time``, ``exchangeInfo``, ``klines``, ``ticker/24hr`` (bid and ask `spread` apart around
+the last price) and the signed ``account``,
 ``order`` (POST/GET/DELETE), ``openOrders``, ``allOrders``, ``myTrades``, ``orderList/oco``;
 and under ``/fapi`` the USDⓈ-M futures account of `fake_exchange_futures` (positions, leverage,
 margin type, orders, the Algo Service's conditional orders, userTrades; see `fake_exchange_fapi`).
@@ -107,6 +108,7 @@ class FakeExchange:
         self.check_timestamp, self.hang_seconds = check_timestamp, hang_seconds
         self.client_id_lookup = client_id_lookup  # False: GET order by origClientOrderId is refused
         self.requests: list[Request] = []
+        self.spread = Decimal(0)  # the ticker's ask minus bid, around the last price
         self._faults: dict[tuple[str, str], deque[str]] = defaultdict(deque)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
@@ -328,7 +330,8 @@ class FakeExchange:
     def ticker(self, symbol: str) -> dict[str, Any]:
         now = self.clock.now_ms()
         last = self.engine.price(symbol)
-        return {"symbol": symbol, "lastPrice": str(last), "bidPrice": str(last), "askPrice": str(last),
+        bid, ask = last - self.spread / 2, last + self.spread / 2
+        return {"symbol": symbol, "lastPrice": str(last), "bidPrice": str(bid), "askPrice": str(ask),
                 "openPrice": str(last), "highPrice": str(last), "lowPrice": str(last), "volume": "0",
                 "quoteVolume": "0", "openTime": now - 86_400_000, "closeTime": now, "count": 0}
 

@@ -139,6 +139,15 @@ EXAMPLES: list[Event] = [
     BotError(ts=T, error="ValueError: bad bar"),
     ConnectionLost(ts=T, venue="binance", detail="websocket closed"),
     ConnectionRestored(ts=T, venue="binance", downtime_s=95.5),
+    OrderFilled(  # with every detail a fill may carry
+        **fill_fields(),
+        fee_currency="USDT",
+        bid=Decimal("41999.5"),
+        ask=Decimal("42000.25"),
+        correlation_id="rsi-20240301T123000",
+        strategy_names=("trend", "carry"),
+        strategy_weights=(Decimal("0.75"), Decimal("0.25")),
+    ),
 ]
 
 
@@ -198,3 +207,27 @@ def test_a_same_named_event_class_defined_elsewhere_never_shadows_the_real_one()
 def test_decoding_an_unknown_type_raises() -> None:
     with pytest.raises(ValueError, match="unknown event type"):
         decode_event({"type": "OrderTeleported", "ts": T.isoformat()})
+
+
+def test_the_details_of_a_fill_default_to_none_and_survive_the_spool(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from trading.persistence.spool import EventSpool
+
+    bare = OrderPartiallyFilled(**fill_fields())
+    assert (bare.fee_currency, bare.bid, bare.ask, bare.correlation_id) == (None, None, None, None)
+    assert (bare.strategy_names, bare.strategy_weights) == (None, None)
+    detailed = dataclasses.replace(
+        bare, fee_currency="BNB", bid=Decimal("1.10"), ask=None, strategy_names=("a",),
+        strategy_weights=(Decimal("1.0"),), correlation_id="run-1",
+    )
+    encoded = encode_event(detailed)
+    assert encoded["bid"] == "1.10" and encoded["ask"] is None and encoded["strategy_weights"] == ["1.0"]
+    # A fill spooled by an older atf has none of the fields: they decode as None.
+    old = {k: v for k, v in encode_event(bare).items() if k not in ("fee_currency", "bid", "ask",
+                                                                     "correlation_id", "strategy_names",
+                                                                     "strategy_weights")}
+    assert decode_event(old) == bare
+    spool = EventSpool(tmp_path / "spool.jsonl")
+    spool.append([bare, detailed])
+    back = EventSpool(tmp_path / "spool.jsonl").peek(10).events
+    assert back == [bare, detailed]
+    assert isinstance(back[1].strategy_weights, tuple) and back[1].strategy_weights[0] == Decimal("1.0")

@@ -40,6 +40,7 @@ from trading.brokers.ccxt_config import credentials_from_env, import_ccxt, setti
 from trading.brokers.ccxt_execution import CcxtExecution
 from trading.brokers.ccxt_venue import CcxtVenue
 from trading.brokers.factory import BrokerSpec
+from trading.bt_orders import FillDetails, attach_fill_details
 from trading.events import (
     OrderAccepted,
     OrderCancelled,
@@ -330,6 +331,7 @@ class CcxtBroker(bt.BrokerBase):
             order.status = bt.Order.Completed  # the venue filled what it took (rounded to its step)
         order.addcomminfo(comminfo)
         self.notify(order)
+        attach_fill_details(self.notifs[-1], FillDetails(fill.fee_currency, fill.bid, fill.ask))
 
 
 # --------------------------------------------------------------------------- factory

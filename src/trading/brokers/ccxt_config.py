@@ -103,6 +103,11 @@ class CcxtOptions(_Strict):
     oco: Literal["auto", "native", "emulated"] = Field(
         "auto", description="auto: the venue's OCO where it has one, emulated otherwise."
     )
+    quote_at_fill: bool = Field(
+        True, description="Record the venue's best bid and ask with each fill: the ticker read for the order "
+        "moments before, else one fetch_ticker when the fill is seen (not retried; a failure leaves them null "
+        "and never holds the fill back). false: no extra request, bid and ask stay null.",
+    )
     retry: RetrySettings = Field(default_factory=RetrySettings)
     circuit_breaker: BreakerSettings = Field(default_factory=BreakerSettings)
     urls: dict[str, str | dict[str, Any]] | None = Field(

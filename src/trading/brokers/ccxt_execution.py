@@ -4,8 +4,9 @@ Intents go in through `submit`, `submit_bracket`, `submit_oco` and `cancel` (the
 records them; its cancel and modify requests come back here). Nothing talks to the venue
 until `pump()`, which the owner calls often (the backtrader broker: every pass of Cerebro's
 loop): it sends what is queued, carries out cancels, polls the venue's order state and turns
-what changed into OrderManager facts (accepted, each fill with its fee and trade id,
-cancelled, expired, rejected), then releases the protective orders that were waiting.
+what changed into OrderManager facts (accepted, each fill with its fee, fee currency, trade
+id and the venue's bid/ask when it was seen (`quote_at_fill`), cancelled, expired, rejected),
+then releases the protective orders that were waiting.
 
 Rules:
 
@@ -51,6 +52,7 @@ ZERO = Decimal(0)
 _KINDS = {OrderType.MARKET: "market", OrderType.LIMIT: "limit", OrderType.STOP: "stop",
           OrderType.STOP_LIMIT: "stop_limit"}
 CIRCUIT_OPEN = "CIRCUIT_OPEN"
+QUOTE_LAG_S = 30.0  # a fill seen later than this after it happened gets no quote
 
 
 class CcxtExecution(ProtectiveOrders, StreamedOrders):
@@ -347,17 +349,38 @@ class CcxtExecution(ProtectiveOrders, StreamedOrders):
             t.seen_trades.add(trade.trade_id)
             qty = min(trade.amount, t.order.remaining)
             if qty > 0:
-                self._fill(t, qty, trade.price, trade.fee, trade.trade_id, trade.ts)
+                self._fill(t, qty, trade.price, trade.fee, trade.trade_id, trade.ts, trade.fee_currency)
         rest = min(vo.filled - t.reported, t.order.remaining)
         if rest > 0 and vo.status != "open" and vo.average:
             # The venue closed the order but its trade list lags: book the rest at the average.
             self._fill(t, rest, vo.average, ZERO, None, datetime.now(UTC))
 
     def _fill(self, t: Tracked, qty: Decimal, price: Decimal, fee: Decimal, trade_id: str | None,
-              ts: datetime) -> None:
+              ts: datetime, fee_currency: str | None = None) -> None:
+        bid, ask = self.quote_at_fill(t.symbol, ts)
         t.reported += qty
         self.positions[t.symbol] += t.order.side.sign * qty
-        self.orders.on_fill(t.order.client_order_id, qty, price, fee, trade_id=trade_id, ts=ts)
+        self.orders.on_fill(t.order.client_order_id, qty, price, fee, trade_id=trade_id, ts=ts,
+                            fee_currency=fee_currency, bid=bid, ask=ask)
+
+    def quote_at_fill(self, symbol: str, ts: datetime) -> tuple[Decimal | None, Decimal | None]:
+        """The venue's (bid, ask) for a fill at `ts` seen now; (None, None) when not known.
+
+        Off with ``quote_at_fill: false``; none for a fill the venue dates more than
+        `QUOTE_LAG_S` ago (seen after an outage: today's quote is not the one at the fill). The ticker is read once, not
+        retried; its failure costs the fill its quote, never the fill.
+        """
+        if not self.venue.settings.quote_at_fill:
+            return None, None
+        # A trade without a venue time (Binance's answer to a placement) is being seen now.
+        if ts.timestamp() > 0 and self.venue.server_time_ms() / 1000 - ts.timestamp() > QUOTE_LAG_S:
+            log.info("%s: fill of %s seen late: recorded without bid/ask", symbol, ts.isoformat())
+            return None, None
+        try:
+            return self.venue.quote(symbol)
+        except Exception as exc:  # noqa: BLE001 - any failure: the fill goes on without its quote
+            log.warning("%s: no quote at fill (%s: %s); bid/ask recorded as unknown", symbol, type(exc).__name__, exc)
+            return None, None
 
     # ------------------------------------------------------------------ cancels and modifies
     def flush_cancels(self) -> None:

@@ -59,7 +59,11 @@ class PlaceRequest:
 
 @dataclass(frozen=True)
 class VenueTrade:
-    """One execution; `fee` is in the market's quote currency."""
+    """One execution; `fee` is in the market's quote currency.
+
+    `fee_currency` names that currency when the venue reported a fee (a fee it charged in
+    another asset, e.g. BNB, is converted: see `fee_in_quote`); None when it reported none.
+    """
 
     trade_id: str
     order_id: str
@@ -67,6 +71,7 @@ class VenueTrade:
     price: Decimal
     fee: Decimal
     ts: datetime
+    fee_currency: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +161,8 @@ def parse_trade(venue: Any, raw: dict[str, Any], symbol: str) -> VenueTrade:
     fees = raw.get("fees") or ([raw["fee"]] if raw.get("fee") else [])
     fee = sum((fee_in_quote(venue, f, symbol, price) for f in fees), ZERO)
     ts = datetime.fromtimestamp((raw.get("timestamp") or 0) / 1000, UTC)
-    return VenueTrade(str(raw["id"]), str(raw.get("order")), dec(raw.get("amount")), price, fee, ts)
+    currency = venue.market(symbol)["quote"] if fees else None
+    return VenueTrade(str(raw["id"]), str(raw.get("order")), dec(raw.get("amount")), price, fee, ts, currency)
 
 
 def fee_in_quote(venue: Any, fee: dict[str, Any], symbol: str, price: Decimal) -> Decimal:

@@ -41,6 +41,7 @@ from trading.brokers.ccxt_orders import (
     PlaceRequest,
     VenueOrder,
     VenueTrade,
+    _opt,
     create_args,
     dec,
     parse_order,
@@ -60,6 +61,7 @@ from trading.suggest import did_you_mean
 log = logging.getLogger(__name__)
 D = Decimal
 ZERO = Decimal(0)
+QUOTE_FRESH_S = 2.0  # a ticker read this recently (e.g. for the order just sent) is the quote at its fill
 _SCRUB = Scrubber()  # one filter on ccxt's logger, fed the secrets of every venue built
 logging.getLogger("ccxt.base.exchange").addFilter(ScrubFilter(_SCRUB))
 
@@ -175,7 +177,8 @@ class CcxtVenue:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         ccxt = import_ccxt()
-        self.ccxt, self.settings, self._sleep = ccxt, settings, sleep
+        self.ccxt, self.settings, self._sleep, self._clock = ccxt, settings, sleep, clock
+        self._tickers: dict[str, tuple[float, dict[str, Any]]] = {}  # symbol -> (read at, ccxt ticker)
         self.exchange = build_exchange(settings, credentials)
         self.scrub = Scrubber(credentials.values() if credentials else ())
         _SCRUB.add(credentials.values() if credentials else ())
@@ -421,7 +424,23 @@ class CcxtVenue:
         return [parse_trade(self, t, symbol) for t in raws if str(t.get("order")) == order_id]
 
     def last_price(self, symbol: str) -> Decimal:
-        return dec(self.call("ticker", self.exchange.fetch_ticker, symbol).get("last"))
+        return dec(self._ticker(symbol).get("last"))
+
+    def _ticker(self, symbol: str, *, retry: bool = True) -> dict[str, Any]:
+        ticker = self.call("ticker", self.exchange.fetch_ticker, symbol, retry=retry)
+        self._tickers[symbol] = (self._clock(), ticker)
+        return ticker
+
+    def quote(self, symbol: str, *, fresh: float = QUOTE_FRESH_S) -> tuple[Decimal | None, Decimal | None]:
+        """The best (bid, ask): of the ticker read in the last `fresh` seconds, else of one
+        ``fetch_ticker`` (not retried: raises VenueUnavailable or a ccxt error at once).
+        A side the venue does not quote is None."""
+        cached = self._tickers.get(symbol)
+        if cached is not None and self._clock() - cached[0] <= fresh:
+            ticker = cached[1]
+        else:
+            ticker = self._ticker(symbol, retry=False)
+        return _opt(ticker.get("bid")), _opt(ticker.get("ask"))
 
     def balances(self) -> dict[str, tuple[Decimal, Decimal]]:
         """Asset -> (free, total); on futures: (available, margin balance = wallet + unrealised pnl)."""

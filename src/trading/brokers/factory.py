@@ -189,6 +189,7 @@ def build_paper_broker(config: Any) -> Any:
         slippage_model=ptc.slippage_model,
         base_slippage=ptc.base_slippage,
         fill_model=fill_model,
+        currency=section.currency,
     )
     return broker
 

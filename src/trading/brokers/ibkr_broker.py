@@ -52,6 +52,7 @@ from trading.brokers.ibkr_orders import (
     Rejected,
     VenueFact,
 )
+from trading.bt_orders import FillDetails, attach_fill_details
 from trading.orders import ClientOrderId, OrderSide, OrderType
 
 log = logging.getLogger(__name__)
@@ -398,6 +399,7 @@ class IBKRBroker(bt.BrokerBase):
             order.executed.remsize = 0.0
             order.completed()
         self.notify(order)
+        attach_fill_details(self.notifs[-1], FillDetails(fee_currency=fact.fee_currency))  # IB: no quote
 
     def notify(self, order: bt.Order) -> None:
         self.notifs.append(order.clone())

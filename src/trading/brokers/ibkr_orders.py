@@ -136,6 +136,7 @@ class Filled:
     fee: Decimal
     exec_id: str
     ts: datetime | None = None
+    fee_currency: str | None = None  # of the commission report (None: no report)
 
 
 @dataclass(frozen=True)
@@ -175,7 +176,8 @@ def apply_fact(om: OrderManager, fact: VenueFact) -> None:
         if order.status is OrderStatus.NEW:
             om.on_accepted(fact.cid, fact.venue_order_id)
     elif isinstance(fact, Filled):
-        om.on_fill(fact.cid, fact.quantity, fact.price, fact.fee, trade_id=fact.exec_id, ts=fact.ts)
+        om.on_fill(fact.cid, fact.quantity, fact.price, fact.fee, trade_id=fact.exec_id, ts=fact.ts,
+                   fee_currency=fact.fee_currency)
     elif not order.is_open:
         return
     elif isinstance(fact, Cancelled):

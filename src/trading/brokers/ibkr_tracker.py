@@ -134,8 +134,7 @@ class OrderTracker:
             if f.execution.execId in record.reported or f.execution.execId in record.waiting:
                 continue
             report = f.commissionReport
-            has_fee = bool(report.execId)
-            self._fill(record, f, report.commission if has_fee else None)
+            self._fill(record, f, report if report.execId else None)
         if record.done:
             return
         if trade is None or trade.orderStatus.status in _DEAD:
@@ -182,7 +181,7 @@ class OrderTracker:
             return
         waiting = record.waiting.pop(report.execId, None)
         if waiting is not None:
-            self._fill(record, waiting, report.commission)
+            self._fill(record, waiting, report)
 
     def on_open_order(self, trade: Any) -> None:
         record = self._ours(trade)
@@ -217,15 +216,18 @@ class OrderTracker:
             log.warning("no commission report for execution %s of %s: fee reported as 0", exec_id, record.cid)
             self._fill(record, fill, None)
 
-    def _fill(self, record: Tracked, fill: Any, commission: float | None) -> None:
+    def _fill(self, record: Tracked, fill: Any, report: Any | None) -> None:
+        """Report one execution with its commission report (None: none came; fee 0, currency unknown)."""
         ex = fill.execution
         if ex.execId in record.reported:
             return
         self._accept(record)
         record.reported.add(ex.execId)
         record.filled += float(ex.shares)
+        commission = None if report is None else report.commission
         fee = _dec(commission) if commission is not None and commission > 0 and math.isfinite(commission) else Decimal(0)
-        self._emit(Filled(record.cid, _dec(ex.shares), _dec(ex.price), fee, ex.execId, ex.time))
+        currency = (getattr(report, "currency", "") or None) if report is not None else None
+        self._emit(Filled(record.cid, _dec(ex.shares), _dec(ex.price), fee, ex.execId, ex.time, currency))
         if record.complete:
             record.done = True
         elif record.pending_end is not None and not self._fills_missing(record):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import backtrader as bt
 
 from trading.brokers.fill_model import MS_PER_DAY, REJECT_REASON, FillModel, path_price
+from trading.bt_orders import FillDetails, attach_fill_details
 
 _STOPS = (bt.Order.Stop, bt.Order.StopTrail)
 _STOP_LIMITS = (bt.Order.StopLimit, bt.Order.StopTrailLimit)
@@ -43,6 +44,16 @@ class SimBroker(bt.brokers.BackBroker):
     """
 
     fill_model: FillModel | None = None
+    #: The account currency (``broker.currency``): cash and commissions of symbols that do
+    #: not name their quote currency (``BTCUSDT``); None: unknown.
+    currency: str | None = None
+
+    def notify(self, order: bt.Order) -> None:
+        """Queue the notification with the fee currency of its fills (no bid/ask: bars have none)."""
+        super().notify(order)
+        if order.executed.size:
+            symbol = getattr(order.data, "_name", "") or ""
+            attach_fill_details(self.notifs[-1], FillDetails(fee_currency=fee_currency(symbol, self.currency)))
 
     def set_fill_model(self, model: FillModel) -> None:
         """Fill market, stop and limit orders with `model` from now on."""
@@ -362,6 +373,20 @@ class SimBroker(bt.brokers.BackBroker):
         return True
 
 
+def fee_currency(symbol: str, account_currency: str | None) -> str | None:
+    """The currency the simulated broker charges a fill's commission in.
+
+    The commission is a share of the notional, in price units: the quote currency of a
+    symbol that names it (``BTC/USDT``, ``BTC/USDT:USDT``), else the account currency
+    (``broker.currency``), else None (unknown).
+    """
+    if "/" in symbol:
+        quote = symbol.split("/", 1)[1].split(":", 1)[0].strip()
+        if quote:
+            return quote
+    return account_currency or None
+
+
 def configure_broker(
     broker: SimBroker,
     *,
@@ -370,11 +395,14 @@ def configure_broker(
     slippage_model: str,
     base_slippage: float,
     fill_model: FillModel | None = None,
+    currency: str | None = None,
 ) -> None:
     """Apply cash, commission and the fill model the way docs/backtesting.md states.
 
     Without `fill_model`, a plain one is built from the slippage and commission arguments.
+    `currency` is the account currency (see `fee_currency`).
     """
+    broker.currency = currency
     broker.setcash(cash)
     broker.setcommission(commission=commission_rate)
     if base_slippage > 0:

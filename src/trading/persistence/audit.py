@@ -13,7 +13,15 @@ executemany per table, so a batch costs about a dozen statements whatever its le
 
 Optional attributes an event may carry (read with ``getattr``, so richer event types need
 no change here): fills ``bid``, ``ask``, ``strategy_names``, ``strategy_weights``,
-``correlation_id``, ``fee_currency``; trade closes ``exit_reason``, ``entry_tag``, ``strategy``.
+``correlation_id``, ``fee_currency`` (`OrderFill` has them all; a fill without attribution
+gets the bot's strategy with weight 1; an order takes the ``fee_currency`` of its first fill
+that names one); trade closes ``exit_reason``, ``entry_tag``, ``strategy``.
+
+Those fill details are annotations, not part of the fill's identity: the idempotency key
+leaves them out (`FILL_ANNOTATIONS`), so the same fill seen once with a quote and once
+without, or stamped by two runs with their own correlation ids (a restarted paper bot
+re-running its bars), is one record; and the keys of events written before the details
+existed do not change.
 """
 
 from __future__ import annotations
@@ -69,6 +77,8 @@ EVENTS = table(OrderEventRecord)
 RISK = table(RiskEventRecord)
 
 FILL_EXTRAS = ("bid", "ask", "strategy_names", "strategy_weights", "correlation_id")
+#: Payload fields the idempotency key leaves out (see the module docstring).
+FILL_ANNOTATIONS = frozenset((*FILL_EXTRAS, "fee_currency"))
 _BOT_FOR_UPDATE = select(BOTS).where(BOTS.c.id == bindparam("bot")).with_for_update()
 _KNOWN_KEYS = (
     select(EVENTS.c.event_key)
@@ -93,7 +103,8 @@ def event_key(event: Event) -> str:
 
 
 def _key_of(payload: dict[str, Any]) -> str:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    identity = {k: v for k, v in payload.items() if k not in FILL_ANNOTATIONS}
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -432,11 +443,17 @@ class AuditBatch:
             "venue_trade_id": e.trade_id,
             **{name: getattr(e, name, None) for name in FILL_EXTRAS},
         }
-        if fill["strategy_names"] is None and self.bot.strategy:
+        names: Any = fill["strategy_names"]
+        weights: Any = fill["strategy_weights"]
+        if not names and self.bot.strategy:
             fill["strategy_names"] = [self.bot.strategy]
             fill["strategy_weights"] = {self.bot.strategy: "1"}
-        elif isinstance(fill["strategy_weights"], dict):
-            fill["strategy_weights"] = {k: str(v) for k, v in fill["strategy_weights"].items()}
+        elif names:
+            fill["strategy_names"] = list(names)
+            if isinstance(weights, dict):
+                fill["strategy_weights"] = {k: str(v) for k, v in weights.items()}
+            elif weights is not None:  # parallel to the names (OrderFill)
+                fill["strategy_weights"] = {n: str(w) for n, w in zip(names, weights, strict=True)}
         trade_key = self.positions.apply_fill(e, cid)
         self.rows.add_fill(key, {**fill, "trade_key": trade_key})
         if order is None:
@@ -447,6 +464,8 @@ class AuditBatch:
             "avg_fill_price": e.avg_price,
             "fee": order["fee"] + e.fee,
         }
+        if fill["fee_currency"] and not order["fee_currency"]:
+            values["fee_currency"] = fill["fee_currency"]  # the order's fees are in its fills' currency
         if e.filled_qty >= order["filled_qty"]:
             values["filled_qty"] = e.filled_qty
             values["remaining_qty"] = e.remaining_qty

@@ -55,6 +55,7 @@ ORDER_CHANGES = frozenset(
         "remaining_qty",
         "avg_fill_price",
         "fee",
+        "fee_currency",
         "trade_key",
         "updated_at",
     }

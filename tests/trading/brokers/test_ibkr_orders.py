@@ -52,6 +52,8 @@ def test_a_market_order_is_accepted_filled_and_charged_ibs_commission(adapter: I
     assert kinds.index(OrderAccepted) < kinds.index(OrderFilled)
     [filled] = [e for e in seen if isinstance(e, OrderFilled)]
     assert filled.trade_id and filled.fee == Decimal("1.5")
+    assert filled.fee_currency == "USD"  # the commission report's currency
+    assert (filled.bid, filled.ask) == (None, None)  # IB's fills carry no quote
 
 
 def test_a_limit_order_rests_until_the_price_reaches_it_and_fills_at_its_limit(adapter: IBKRAdapter, tws: FakeTWS) -> None:

@@ -267,7 +267,7 @@ class QuotedFill(OrderFilled):
 def test_fill_extras_bid_ask_attribution_and_correlation(engine: Engine, bot: int) -> None:
     base = fill(1)
     quoted = QuotedFill(
-        **{k: getattr(base, k) for k in base.__dataclass_fields__},
+        **{k: getattr(base, k) for k in base.__dataclass_fields__ if k not in QuotedFill.__annotations__},
         bid=D("99.9"),
         ask=D("100.1"),
         strategy_names=["rsi", "macd"],
