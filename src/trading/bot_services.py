@@ -278,6 +278,8 @@ class BotServices:
                 "resumed": audit.info.resumed,
                 "all_written": all_written,
                 "spool": str(audit.writer.spool.path),
+                "quarantined": audit.writer.quarantined,  # refused records, kept in the file below
+                "quarantine": str(audit.writer.spool.quarantine_path),
                 "restored_events": 0 if rec is None else len(rec.lost),
                 "refused": None if audit.refusal is None else str(audit.refusal),
             }

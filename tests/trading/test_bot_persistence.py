@@ -183,6 +183,7 @@ def test_atf_paper_records_every_order_event_fill_and_trade_the_bot_made(
     assert tuple(instance) == ("stopped", "end_of_data")
     audit = result["diagnostics"]["audit"]
     assert audit["all_written"] and audit["bot_instance_id"] == 1 and audit["refused"] is None
+    assert audit["quarantined"] == 0 and audit["quarantine"] == audit["spool"] + ".quarantine"
     spool_dir = Path(audit["spool"]).parent  # the database's, not in the output folder
     assert spool_dir == default_spool_dir(db_url) and not spool_dir.is_relative_to(work / "out")
     assert (spool_dir / "audit-rsi_bb_atr-1.broker.json").stat().st_size > 0

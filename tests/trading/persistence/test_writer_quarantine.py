@@ -25,6 +25,7 @@ from trading.persistence.spool import EventSpool, read_quarantine
 from trading.persistence.writer import AuditWriter, is_outage
 
 from .builders import round_trip, submit
+from .conftest import BACKENDS
 from .test_audit_bulk import mixed_events, new_bot, snapshot
 
 DUP = "DUP/USDT"
@@ -112,8 +113,7 @@ def poison(kind: str, backend: str, engine: Engine) -> tuple[list[Event], Event,
                 )
             )
         return [submit(91, symbol=DUP)], submit(92, symbol=DUP), "IntegrityError", ""
-    if backend == "sqlite":
-        pytest.skip("SQLite does not enforce VARCHAR lengths")
+    assert backend == "postgresql", "SQLite does not enforce VARCHAR lengths"
     bad = replace(submit(93, symbol="LONG/USDT"), tag="t" * 70)  # orders.tag is VARCHAR(64)
     return [], bad, "DataError", "too long"
 
@@ -126,7 +126,16 @@ def cids(engine: Engine, table: str, bot: int) -> set[str]:
         return {r[0] for r in rows}
 
 
-@pytest.mark.parametrize("kind", ["overflow", "duplicate", "too_long"])
+# SQLite does not enforce VARCHAR lengths: "too_long" is a PostgreSQL case only.
+REFUSALS = [
+    (backend, kind)
+    for backend in BACKENDS
+    for kind in ("overflow", "duplicate", "too_long")
+    if (backend, kind) != ("sqlite", "too_long")
+]
+
+
+@pytest.mark.parametrize(("backend", "kind"), REFUSALS, indirect=["backend"])
 def test_an_event_the_database_refuses_is_quarantined_and_the_rest_of_its_batch_is_written(
     engine: Engine,
     backend: str,
