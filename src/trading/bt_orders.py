@@ -51,12 +51,15 @@ class FillDetails:
     """What a broker knows of one execution beyond backtrader's price, size and commission.
 
     `fee_currency`: the currency of the commission; `bid`, `ask`: the venue's quote when the
-    fill was seen. None: not known (never made up).
+    fill was seen; `trade_id`: the venue's id of the execution (a ccxt trade id, IB's execId),
+    which the audit trail stores as `fills.venue_trade_id` and uses to record a fill once.
+    None: not known (never made up).
     """
 
     fee_currency: str | None = None
     bid: Decimal | None = None
     ask: Decimal | None = None
+    trade_id: str | None = None
 
 
 def attach_fill_details(notification: Any, details: FillDetails) -> None:
@@ -276,7 +279,8 @@ class BacktraderOrders:
         details = getattr(order, FILL_DETAILS, None) or FillDetails()
         try:
             self.manager.on_fill(rec.client_order_id, last, dec(price), dec(fill.fee), ts=ts,
-                                 fee_currency=details.fee_currency, bid=details.bid, ask=details.ask)
+                                 trade_id=details.trade_id, fee_currency=details.fee_currency,
+                                 bid=details.bid, ask=details.ask)
         finally:
             self._position_after = None
         return fill

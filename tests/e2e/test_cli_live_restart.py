@@ -180,14 +180,13 @@ def _trade(engine: Engine, key: str) -> TradeView:
 
 def _fills_once(engine: Engine, fake: FakeExchange, book: Any = None, fees: bool = True) -> None:
     """Every venue execution (in `book`: the spot engine by default) is in the record once, at the
-    venue's price, quantity and (`fees`) commission; the restart's carry the venue's trade id."""
+    venue's price, quantity and (`fees`) commission, under the venue's trade id."""
     book = fake.engine if book is None else book
     with book.lock:
         venue = {str(t["id"]): t for t in book.trades}
         orders = {o.order_id: o.client_id for o in book.orders.values()}
     fills = list_fills(engine)
-    ids = [f.venue_trade_id for f in fills if f.venue_trade_id is not None]
-    assert len(ids) == len(set(ids)) and set(ids) <= set(venue)
+    assert sorted(str(f.venue_trade_id) for f in fills) == sorted(venue)  # each trade, once, by id
     db = sorted((f.client_order_id, f.price, f.quantity, f.fee if fees else None) for f in fills)
     at_venue = sorted((orders[t["orderId"]], Decimal(t["price"]), Decimal(t["qty"]),
                        Decimal(t["commission"]) if fees else None) for t in venue.values())

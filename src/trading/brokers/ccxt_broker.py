@@ -331,7 +331,7 @@ class CcxtBroker(bt.BrokerBase):
             order.status = bt.Order.Completed  # the venue filled what it took (rounded to its step)
         order.addcomminfo(comminfo)
         self.notify(order)
-        attach_fill_details(self.notifs[-1], FillDetails(fill.fee_currency, fill.bid, fill.ask))
+        attach_fill_details(self.notifs[-1], FillDetails(fill.fee_currency, fill.bid, fill.ask, fill.trade_id))
 
 
 # --------------------------------------------------------------------------- factory

@@ -399,7 +399,7 @@ class IBKRBroker(bt.BrokerBase):
             order.executed.remsize = 0.0
             order.completed()
         self.notify(order)
-        attach_fill_details(self.notifs[-1], FillDetails(fee_currency=fact.fee_currency))  # IB: no quote
+        attach_fill_details(self.notifs[-1], FillDetails(fee_currency=fact.fee_currency, trade_id=fact.exec_id))  # no quote
 
     def notify(self, order: bt.Order) -> None:
         self.notifs.append(order.clone())

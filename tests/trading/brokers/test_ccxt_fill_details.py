@@ -140,7 +140,9 @@ def test_the_ccxt_broker_puts_the_fill_details_on_the_notification_the_strategy_
         notes.append(note)
     assert order.status == bt.Order.Completed
     [filled] = [n for n in notes if n.executed.size]
-    assert getattr(filled, FILL_DETAILS) == FillDetails("USDT", D("99.9"), D("100.1"))
+    [venue_fill] = [e for e in rig.events if isinstance(e, OrderFill)]
+    assert venue_fill.trade_id is not None  # the venue's trade id, told to the strategy's book too
+    assert getattr(filled, FILL_DETAILS) == FillDetails("USDT", D("99.9"), D("100.1"), venue_fill.trade_id)
     assert not any(hasattr(n, FILL_DETAILS) for n in notes if not n.executed.size)
     assert not hasattr(order, FILL_DETAILS)  # on the notification only, never on the live order
 
@@ -159,8 +161,8 @@ def test_the_strategys_order_book_publishes_the_details_of_the_notification() ->
     order.execute(order.data.datetime[0], 2.0, 100.0, 0, 0.0, 0.0, 2.0, 200.0, 0.2, 0.0, 0.0, 2.0, 100.0)
     order.completed()
     note = order.clone()
-    attach_fill_details(note, FillDetails("USDT", D("99.5"), D("100.5")))
+    attach_fill_details(note, FillDetails("USDT", D("99.5"), D("100.5"), "T-77"))
     venue.on_notification(note, datetime(2024, 1, 1, tzinfo=UTC))
     [fill] = [e for e in seen if isinstance(e, OrderFill)]
-    assert (fill.fee_currency, fill.bid, fill.ask, fill.last_qty, fill.last_price) == (
-        "USDT", D("99.5"), D("100.5"), D(2), D(100))
+    assert (fill.fee_currency, fill.bid, fill.ask, fill.trade_id, fill.last_qty, fill.last_price) == (
+        "USDT", D("99.5"), D("100.5"), "T-77", D(2), D(100))

@@ -10,9 +10,10 @@ import backtrader as bt
 import pytest
 
 from tests.fakes.fake_tws import FakeTWS
-from tests.fakes.fake_tws_setup import AAPL, fake_tws, settings
+from tests.fakes.fake_tws_setup import AAPL, settings
 from trading.brokers.ibkr import IBKRAdapter
 from trading.brokers.ibkr_broker import IBKRBroker
+from trading.bt_orders import FILL_DETAILS, FillDetails
 from trading.data.ibkr_feed import IBKRLiveFeed
 
 H = 3600
@@ -26,6 +27,7 @@ class Scripted(bt.Strategy):
 
     def __init__(self) -> None:
         self.notes: list[tuple[int, str, float, float]] = []  # (ref, status, executed size, price)
+        self.details: dict[int, list[FillDetails]] = {}  # ref -> what the broker put on its fills
         self.orders: dict[str, bt.Order] = {}
 
     def next(self) -> None:
@@ -36,16 +38,12 @@ class Scripted(bt.Strategy):
 
     def notify_order(self, order: bt.Order) -> None:
         self.notes.append((order.ref, order.getstatusname(), order.executed.size, order.executed.price))
+        if hasattr(order, FILL_DETAILS):
+            self.details.setdefault(order.ref, []).append(getattr(order, FILL_DETAILS))
 
     def statuses(self, name: str) -> list[str]:
         ref = self.orders[name].ref
         return [s for r, s, _, _ in self.notes if r == ref]
-
-
-@pytest.fixture
-def tws() -> Iterator[FakeTWS]:
-    with fake_tws() as server:
-        yield server
 
 
 @pytest.fixture
@@ -113,6 +111,9 @@ def test_an_entry_with_its_reduce_only_stop_and_target_goes_out_as_a_bracket(ada
     next_open = tws.bars(AAPL.con_id, H, signal + H, signal + 2 * H)[0][1]
     [(_, _, size, price)] = [n for n in strat.notes if n[0] == strat.orders["entry"].ref and n[1] == "Completed"]
     assert size == 10 and price == pytest.approx(next_open, rel=1e-12)
+    # The strategy's fill names IB's execution and the commission's currency (no quote at IB).
+    [execution] = [e for e in tws.book.executions if e.order is entry]
+    assert strat.details[strat.orders["entry"].ref] == [FillDetails("USD", None, None, execution.exec_id)]
     assert broker.getposition(feed).size == 10 == tws.position(AAPL.con_id)
     assert broker.getvalue() == pytest.approx(tws.values()["NetLiquidation"], abs=0.01)
 
