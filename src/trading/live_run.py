@@ -12,6 +12,9 @@ A live run is the replay's Cerebro with two parts swapped (`LiveSession`):
   simulated broker sees the bar sequence a backtest would. A live bot resumed from its audit
   trail is reconciled with the venue before its first bar (`trading.live_recovery`), and
   takes over the trade its earlier run left open at its first live bar (`trading.live_adopt`).
+  A paper bot on a ccxt exchange's candles with an audit trail logs the candles it is given
+  (`trading.data.bar_log`); resumed, it re-runs them from its first one, crash recovery checks
+  the re-run as for a paper replay (`trading.recovery`), and it trades on from there.
 
 Configuration, credentials and the installed extras are checked when the session is made,
 before the bot starts anything. `stop()` (thread-safe) ends the feeds after the bars already
@@ -118,25 +121,35 @@ class LiveSession:
             if hasattr(self.broker, "bus"):
                 self.broker.bus = bus  # Halted / Resumed (ccxt), ConnectionLost / ConnectionRestored
 
-    def _build_feeds(self) -> None:
+    def _build_feeds(self, audit: Any = None) -> None:
         if self.source.kind == "ccxt":
-            self._build_ccxt_feeds()
+            self._build_ccxt_feeds(audit)
         else:
             self._build_ibkr_feeds()
 
-    def _build_ccxt_feeds(self) -> None:
+    def _build_ccxt_feeds(self, audit: Any = None) -> None:
         from trading.brokers.ccxt_venue import build_exchange
+        from trading.data.bar_log import BarLog, bar_log_path
         from trading.data.ccxt_feed import CcxtLiveFeed, CcxtOHLCVProducer, LiveGate
+        from trading.data.timeframes import timeframe_seconds
 
         cfg = self.config
         settings = self._ccxt_feed_settings()
         gate = LiveGate()
         symbols = cfg.bot.symbols
+        bar_log = None
+        if not self.at_venue and audit is not None:  # paper with an audit trail: a restart re-runs the candles
+            bar_log = BarLog(bar_log_path(audit.state_file.path), timeframe_seconds(cfg.bot.timeframe) * 1000,
+                             fresh=not audit.info.resumed)
+            if audit.info.resumed and not bar_log.anchored:
+                log.warning("resumed paper bot: no bar log at %s, so its earlier candles cannot be re-run; crash "
+                            "recovery refuses it if the earlier run traded", bar_log.path)
         self._producer = CcxtOHLCVProducer(
             build_exchange(settings, asynchronous=True), {s: s for s in symbols}, cfg.bot.timeframe, gate,
             warmup=cfg.data.warmup_bars, max_wait=cfg.data.poll_seconds,
             # Outages: ConnectionLost / Restored; at the venue its broker's breaker publishes them already.
             bus=None if self.at_venue else self._bus, failures=settings.circuit_breaker.failures,
+            bar_log=bar_log,
         )
         # A live feed hands Cerebro's loop back this often: the venue broker polls then.
         qcheck = min(0.5, max(0.01, settings.poll_interval))
@@ -178,7 +191,7 @@ class LiveSession:
             except BaseException:
                 await asyncio.to_thread(self._close)
                 raise
-        self._build_feeds()
+        self._build_feeds(audit)
         cerebro, _ = build_cerebro(self.config, None, strategy_cls=live_strategy(strategy_cls, adoption),
                                    feeds=self.feeds, order_logger=order_logger)
         if self.broker is not None:

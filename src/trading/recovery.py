@@ -1,7 +1,10 @@
 """Crash recovery of paper bots: re-run the bars, check the run where the last one stopped.
 
 Paper replays are deterministic (same bars, same client order ids, same fills), so a
-restarted paper bot re-runs its bars from the start. `CrashRecovery` watches that run:
+restarted paper bot re-runs its bars from the start. A paper bot on a ccxt exchange's live
+candles does too: its feed fetches the closed candles again from the first run's first one and
+hands them over as its bar log says the earlier runs had them (`trading.data.bar_log`).
+`CrashRecovery` watches that run:
 
 * events it re-produces for bars already recorded carry the same idempotency keys and
   `apply_events` skips them (nothing is written twice);

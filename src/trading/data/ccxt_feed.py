@@ -24,6 +24,13 @@ at each timeframe boundary and hands every new *closed* candle to a `LiveGate`; 
   next candle is not due yet) one `ConnectionRestored` with the downtime since the first
   failure. The candles that closed meanwhile are fetched then (from the last delivered one
   on), so none is skipped or delivered twice.
+* Paper bots that keep an audit trail give the producer a `BarLog` (`trading.data.bar_log`):
+  each candle's open time and whether it went as history is written there before the candle
+  reaches the gate. A restarted paper bot's producer then starts at the earlier run's first
+  warm-up candle instead of the last `warmup` ones, and hands every candle up to the earlier
+  run's last one to the gate as that run had it (history or live), so the SimBroker re-runs the
+  same bars (`trading.recovery`); candles that closed while the bot was down are history, all
+  but the newest, as after an outage (no entry on them; the working orders fill on them).
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import backtrader as bt
 import pandas as pd
 
 from trading.brokers.ccxt_resilience import CircuitBreaker, Scrubber
+from trading.data.bar_log import BarLog
 from trading.data.feed import datetime_to_num
 from trading.data.timeframes import parse_timeframe, timeframe_seconds
 from trading.events import ConnectionLost, ConnectionRestored
@@ -145,6 +153,7 @@ class CcxtOHLCVProducer:
     `exchange` is a ``ccxt.async_support`` exchange (closed by `run` when it ends, if `owns`).
     `max_wait` caps one sleep, so a clock that runs faster than real time (tests) is followed.
     `bus` gets ConnectionLost after `failures` failed fetches in a row, and ConnectionRestored.
+    `bar_log` records the delivered candles (an anchored one is re-run first; see the module docstring).
     """
 
     def __init__(
@@ -162,6 +171,7 @@ class CcxtOHLCVProducer:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         bus: Any = None,
         failures: int = 5,
+        bar_log: BarLog | None = None,
     ) -> None:
         if warmup < 0:
             raise ValueError(f"warmup must be 0 or more bars, got {warmup}")
@@ -178,6 +188,7 @@ class CcxtOHLCVProducer:
         self.breaker = CircuitBreaker(failures, math.inf, on_open=self._connection_lost,
                                       on_close=self._connection_restored)
         self._scrub = Scrubber()
+        self.bar_log = bar_log
 
     @property
     def venue(self) -> str:
@@ -244,13 +255,38 @@ class CcxtOHLCVProducer:
     async def _warm_up(self) -> None:
         now = await self.server_ms()
         last_closed = (now // self.tf_ms) * self.tf_ms - self.tf_ms
+        bars = self.bar_log
+        if bars is not None and bars.anchored:
+            await self._rerun(bars, now)
+            return
         if self.warmup == 0:
             self.last_open = last_closed
+            if bars is not None:
+                bars.anchor(last_closed + self.tf_ms, last_closed)
             return
         since = last_closed - (self.warmup - 1) * self.tf_ms
         candles = {sym: await self._fetch(unified, since, now) for sym, unified in self.symbols.items()}
-        self._deliver(candles, now, historical=True)
+        times = _times(candles)
+        if bars is not None:
+            bars.anchor(times[0] if times else since, times[-1] if times else last_closed)
+        self._deliver(candles, lambda t: True)
         self.last_open = int(max((c[-1][0] for c in candles.values() if c), default=last_closed))
+
+    async def _rerun(self, bars: BarLog, now: int) -> None:
+        """A restarted paper bot: every candle from the earlier run's first one, as that run had them."""
+        assert bars.first_open is not None and bars.last_open is not None
+        first, last = bars.first_open, bars.last_open
+        candles = {sym: await self._fetch(unified, first, now) for sym, unified in self.symbols.items()}
+        times = _times(candles)
+        if not times or times[0] > first:
+            log.error("live feed: the exchange no longer serves the candles from %s on (first: %s): the "
+                      "restarted paper bot cannot re-run its earlier run", _iso(first),
+                      _iso(times[0]) if times else "none")
+        flags = {t: bars.flag(t) if t <= last else t + 2 * self.tf_ms <= now for t in times}
+        log.info("live feed: re-running %d %s step(s) from %s (the earlier run's to %s)",
+                 sum(f is not None for f in flags.values()), self.timeframe, _iso(first), _iso(last))
+        self._deliver(candles, flags.get)
+        self.last_open = int(max([last, *times]))
 
     async def _next_candles(self) -> None:
         assert self.last_open is not None
@@ -268,7 +304,7 @@ class CcxtOHLCVProducer:
         if not any(candles.values()):
             await self._sleep(min(1.0, self.max_wait))  # the exchange has not published it yet
             return
-        self._deliver(candles, now, historical=False)
+        self._deliver(candles, lambda t: t + 2 * self.tf_ms <= now)  # a newer candle closed since: history
         self.last_open = int(max(c[-1][0] for c in candles.values() if c))
 
     async def _fetch(self, symbol: str, since: int, now: int) -> list[list[float]]:
@@ -284,18 +320,29 @@ class CcxtOHLCVProducer:
             cursor = int(page[-1][0]) + self.tf_ms
         return out
 
-    def _deliver(self, candles: Mapping[str, list[list[float]]], now: int, *, historical: bool) -> None:
+    def _deliver(self, candles: Mapping[str, list[list[float]]], history: Callable[[int], bool | None]) -> None:
+        """Hand the candles to the gate one time step at a time; `history(t)`: the step's history flag
+        (None: leave it out). The bar log, if any, has them first."""
         rows = {sym: {int(c[0]): c for c in cs} for sym, cs in candles.items()}
-        times = sorted({t for r in rows.values() for t in r})
-        for t in times:
-            stale = historical or t + 2 * self.tf_ms <= now  # a newer candle has closed since
+        steps = [(t, bool(h)) for t in sorted({t for r in rows.values() for t in r}) if (h := history(t)) is not None]
+        if self.bar_log is not None and self.bar_log.anchored:
+            self.bar_log.record(steps)  # before the strategy can see them
+        for t, stale in steps:
             step = {sym: (t, float(c[1]), float(c[2]), float(c[3]), float(c[4]), float(c[5] or 0.0), stale)
                     for sym, r in rows.items() if (c := r.get(t)) is not None}
             self.gate.deliver(step)
             self.delivered += 1
-        if times:
-            log.info("live feed: %d %s step(s) up to %s%s", len(times), self.timeframe,
-                     datetime.fromtimestamp(times[-1] / 1000, UTC).isoformat(), " (history)" if historical else "")
+        if steps:
+            log.info("live feed: %d %s step(s) up to %s%s", len(steps), self.timeframe, _iso(steps[-1][0]),
+                     " (history)" if all(s for _, s in steps) else "")
+
+
+def _times(candles: Mapping[str, list[list[float]]]) -> list[int]:
+    return sorted({int(c[0]) for cs in candles.values() for c in cs})
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat()
 
 
 def start_in_thread(producer: CcxtOHLCVProducer) -> threading.Thread:
