@@ -93,7 +93,8 @@ class Notifier:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
-        self._inbox: deque[Event] = deque()
+        self._inbox: deque[tuple[Event, bool]] = deque()  # (event, told already: no message)
+        self._told: Callable[[Event], bool] | None = None
         self._drain_scheduled = False
         self._tasks: list[asyncio.Task[Any]] = []
         self._save_pending = False
@@ -113,14 +114,22 @@ class Notifier:
 
     # ------------------------------------------------------------------ wiring
 
-    def attach(self, bus: Any) -> None:
-        """Subscribe to every event of the bot's bus (inline handlers that only hand over)."""
+    def attach(self, bus: Any, *, told: Callable[[Event], bool] | None = None) -> None:
+        """Subscribe to every event of the bot's bus (inline handlers that only hand over).
+
+        `told(event)`: True for an event a restarted bot re-produces while it re-runs what its
+        crashed predecessor already recorded (`AuditSession.retold`). Such an event still
+        moves the status and the unusual-pnl history, but sends no message: the trader got it
+        from the first run.
+        """
+        self._told = told
         bus.subscribe(self.publish, inline=True, name="notifier")
 
     def publish(self, event: Event) -> None:
         """Take an event from any thread: update the status (memory only), hand over, return."""
         self.status.handle(event)
-        self._inbox.append(event)  # deque.append is atomic
+        told = self._told is not None and self._told(event)
+        self._inbox.append((event, told))  # deque.append is atomic
         loop = self._loop
         if loop is None or self._drain_scheduled:
             return
@@ -134,7 +143,7 @@ class Notifier:
     def _drain(self) -> None:
         self._drain_scheduled = False  # before popping: a later publish schedules another drain
         while self._inbox:
-            self._on_event(self._inbox.popleft())
+            self._on_event(*self._inbox.popleft())
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -214,8 +223,12 @@ class Notifier:
 
     # ------------------------------------------------------------------ routing
 
-    def _on_event(self, event: Event) -> None:
+    def _on_event(self, event: Event, told: bool = False) -> None:
         self._schedule_save()
+        if told:
+            if isinstance(event, TradeClosed):
+                self._unusual.check(trade_pnl(event)[0])  # history for later trades, no message
+            return
         rendered = render(event)
         if rendered is None:
             return

@@ -140,6 +140,7 @@ class AuditSession:
         self.recovery = recovery
         self.settings = settings
         self.closed = False
+        self._retold: Event | None = None  # the event on the bus now, if the first run had it
 
     # ------------------------------------------------------------------ the bus handler
     def on_event(self, event: Event) -> None:
@@ -151,11 +152,18 @@ class AuditSession:
                 recovery.before(event)  # the resume point passed: check before this event
             elif isinstance(event, BotStopped):
                 recovery.end()
+        self._retold = event if counted and recovery is not None and recovery.replaying_recorded else None
         self.writer.submit(self.context.stamp(event))
         if counted:
             self.book.apply(event)
             if recovery is not None and recovery.pending:
                 recovery.after(event)
+
+    def retold(self, event: Event) -> bool:
+        """True for the event being published now if a restarted run re-produces it from what
+        the previous run recorded. Inline subscribers called after this session (the notifier)
+        ask it to leave such events unsent."""
+        return event is self._retold
 
     @property
     def recovering(self) -> bool:

@@ -227,7 +227,7 @@ class BotServices:
         settings = NotificationSettings(telegram=cfg.telegram, email=cfg.email, notifications=cfg.notifications)
         self.notifier = Notifier(settings, bot=cfg.bot.name, initial_cash=cfg.broker.cash, control=self.control,
                                  status_dir=self.output_dir)
-        self.notifier.attach(bus)
+        self.notifier.attach(bus, told=None if self.audit is None else self.audit.retold)
         await asyncio.to_thread(self.notifier.start)  # returns once its loop runs; connects in the background
 
     def _secrets(self) -> list[str]:

@@ -133,6 +133,12 @@ class CrashRecovery:
         self.result: Reconciliation | None = None
         self.error: ReconciliationMismatch | None = None
 
+    @property
+    def replaying_recorded(self) -> bool:
+        """True while the re-run is still before the last event the database holds: the events
+        it produces now are ones the previous run already recorded (and published)."""
+        return self.pending and not self._db_reached
+
     def before(self, event: Event) -> None:
         """An event later than the resume point: the point has passed, check before it."""
         ts = self.point.ts

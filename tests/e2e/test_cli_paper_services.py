@@ -20,6 +20,7 @@ from tests.fakes.telegram_api import FakeTelegramAPI
 from trading.data import generate_ohlcv
 from trading.ledger import TradeLedger
 from trading.order_logger import read_records
+from trading.persistence import upgrade_database
 
 TOKEN = "987654321:AAE2eTokenNeverToBeLogged_qrstuvwxyz"
 CHAT = 4242
@@ -97,3 +98,38 @@ def test_paper_run_notifies_telegram_writes_the_order_log_and_exports_the_ledger
     written = proc.stdout + proc.stderr + "".join(p.read_text(errors="replace") for p in out.rglob("*")
                                                    if p.is_file() and p.suffix in (".json", ".log", ".jsonl"))
     assert TOKEN not in written and TOKEN.split(":")[1] not in written
+
+
+def test_a_restarted_paper_bot_does_not_tell_telegram_again_what_its_first_run_told(
+    tmp_path: Path, tg: FakeTelegramAPI
+) -> None:
+    """A restart re-runs the recorded bars (crash recovery): the trades it re-produces were
+    sent by the first run, so Telegram gets the new run's start and stop, not the trades again."""
+    generate_ohlcv(600, seed=5, timeframe="1h", start="2022-06-01").rename_axis("datetime").to_csv(tmp_path / "bars.csv")
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    upgrade_database(url)
+    persistence = f"persistence:\n  url: {url}\n"
+    (tmp_path / "bot.yaml").write_text(CONFIG.read_text() + SERVICES + persistence)
+    (tmp_path / ".env").write_text(f"TELEGRAM_BOT_TOKEN={TOKEN}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TELEGRAM_")}
+    env.update(TELEGRAM_CHAT_ID=str(CHAT), TELEGRAM_BASE_URL=tg.base_url, COLUMNS="200")
+
+    def run(output: str) -> tuple[dict, str]:
+        before = len(tg.to(CHAT))
+        proc = subprocess.run(
+            [*_cmd(), "paper", "bot.yaml", "--replay", "bars.csv", "--speed", "max", "--output", output],
+            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads((tmp_path / output / "result.json").read_text())
+        return result, "\n".join(s.text for s in tg.to(CHAT)[before:])
+
+    first, told = run("run-1")
+    assert told.count("opened LONG") == len(first["trades"]) >= 3
+
+    second, told_again = run("run-2")
+    audit = second["diagnostics"]["audit"]
+    assert audit["resumed"] and audit["refused"] is None and audit["all_written"]
+    assert len(second["trades"]) == len(first["trades"])  # the same trades, re-run
+    assert "🚀 rsi_bb_atr started (paper)" in told_again and "⏹ rsi_bb_atr stopped" in told_again
+    assert "opened LONG" not in told_again and "closed LONG" not in told_again, told_again

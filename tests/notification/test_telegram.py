@@ -24,6 +24,7 @@ from tests.notification.conftest import (
     opened,
     settings,
 )
+from trading.bus import EventBus
 from trading.events import BotStarted, OrderRejected
 from trading.orders import ClientOrderId
 from trading.status import answer
@@ -86,6 +87,29 @@ def test_routes_on_silent_and_off_per_event_type(tg: FakeTelegramAPI, make_notif
     assert {s.chat_id for s in quiet} == {CHAT, OTHER_CHAT}
     assert all(s.silent and s.text.startswith("BTCUSDT ✅ closed LONG +232.38") for s in quiet)
     assert not any("NO_MARGIN" in s.text for s in tg.sent)
+
+
+def test_events_a_restart_retells_send_nothing_but_count_in_status_and_unusual_history(
+    tg: FakeTelegramAPI, make_notifier  # type: ignore[no-untyped-def]
+) -> None:
+    n = make_notifier(settings(tg.base_url), bot="rsi_bot", initial_cash=10_000.0)
+    bus = EventBus()
+    old = [closed("AAA", i=i, entry="100", exit=exit_, qty="1", fees="0")
+           for i, exit_ in enumerate(["110", "90"] * 6)]  # +10 / -10: a std of about 10
+    retold = {id(e) for e in old}
+    n.attach(bus, told=lambda e: id(e) in retold)
+    bus.publish(BotStarted(ts=T0, bot="rsi_bot", mode="paper"))
+    for e in old:  # what the restarted run re-produces from the first run's record
+        bus.publish(e)
+    bus.publish(closed("BBB", i=20, entry="100", exit="40", qty="1", fees="0"))  # new, and unusual
+    tg.wait_for(lambda s: any("unusual" in x.text for x in s))  # the last message: in order, so
+    texts = lines(tg.to(CHAT))  # anything published before it has gone out too
+    assert not any(t.startswith("AAA") for t in texts)  # nothing the first run told, again
+    assert texts[0] == "🚀 rsi_bot started (paper)" and texts[1].startswith("BBB ❌ closed LONG -60.00")
+    # the retold trades are the history that makes -60 unusual (12 seen before it)
+    assert texts[2].startswith("BBB 🚨 unusual LOSS -60.00") and texts[2].endswith("of the last 12 trades")
+    assert len(texts) == 3
+    assert "closed trades: 13" in answer("status", n.status.snapshot(), wall=T0 + timedelta(days=1))
 
 
 def test_every_command_through_real_polling_agrees_with_the_query_layer(tg: FakeTelegramAPI, make_notifier) -> None:  # type: ignore[no-untyped-def]
