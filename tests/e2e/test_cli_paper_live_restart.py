@@ -37,6 +37,7 @@ from sqlalchemy.engine import Engine
 
 from tests.e2e.live_configs import SPEED, bot_config, fast_exchange
 from tests.e2e.test_cli_live import _start
+from tests.e2e.test_cli_live_restart import _interrupt
 from tests.e2e.test_cli_paper import _cmd
 from tests.fakes.fake_exchange import FakeExchange
 from trading.broker_state import BrokerStateFile
@@ -126,16 +127,6 @@ def _kill_in_position(
     legs = {o.client_order_id for o in list_orders(engine) if o.status in ("accepted", "new", "partially_filled")}
     assert {cid.split("-")[2] for cid in legs} == {"sl", "tp"}, legs
     return key, legs
-
-
-def _interrupt(proc: subprocess.Popen[str]) -> tuple[str, str]:
-    try:
-        if proc.poll() is None:
-            proc.send_signal(2)
-        return proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 def _closed(work: Path, out: str, key: str) -> bool:

@@ -4,25 +4,18 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from sqlalchemy import inspect
 from typer.testing import CliRunner
 
 from trading.cli import app
-from trading.persistence import head_revision, make_engine
+from trading.persistence import head_revision
+
+from .test_migrations import tables
 
 
 def atf(*args: str, code: int = 0) -> str:
     out = CliRunner().invoke(app, list(args), env={"COLUMNS": "250"})
     assert out.exit_code == code, out.output
     return " ".join(out.output.split())  # rich wraps long lines; compare words
-
-
-def tables(url: str) -> set[str]:
-    engine = make_engine(url)
-    try:
-        return set(inspect(engine).get_table_names())
-    finally:
-        engine.dispose()
 
 
 def test_current_then_upgrade_step_by_step_to_head(db_url: str) -> None:
