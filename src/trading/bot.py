@@ -10,7 +10,8 @@ ledger, notifier: `trading.bot_services`) listen to the same bus; they start bef
 BotStarted and stop after BotStopped. Operators (Telegram) pause and resume entries and
 close positions through the `request_*` methods, which are thread-safe and take effect at
 the next bar (in a live run at a venue the emergency stop and forced exits act at once,
-between bars). A live run (`atf live`, or `atf paper` without replay) reads closed bars from
+between bars); a paper bot with a ``persistence:`` section logs each one at the bar it is
+applied, so a restart re-runs it there (`trading.action_log`). A live run (`atf live`, or `atf paper` without replay) reads closed bars from
 the venue and, in live mode, trades there (`trading.live_run.LiveSession`).
 """
 
@@ -167,6 +168,52 @@ class BaseTradingBot:
     async def _start_services(self) -> None:
         """Start everything that runs beside the strategy (the one place services start)."""
         await self.services.start(started=_now())
+        self._attach_action_log()
+
+    def _attach_action_log(self) -> None:
+        """A paper bot with an audit trail logs the operator actions it applies, per bar, and a
+        restart re-runs them (`trading.action_log`); requests then wait for the bar thread."""
+        audit = self.services.audit
+        if self.mode != "paper" or audit is None:
+            return
+        from trading.action_log import ActionLog, action_log_path
+
+        self._control.journal = ActionLog(
+            action_log_path(audit.state_file.path), self._apply_action,
+            fresh=not audit.info.resumed, holding=lambda: audit.recovering,
+        )
+
+    def _request(self, kind: str, symbol: str | None = None) -> bool:
+        """Queue an operator action for the action log (True), or False when there is none."""
+        journal = self._control.journal
+        if journal is None:
+            return False
+        journal.request(kind, symbol)
+        return True
+
+    def _apply_action(self, kind: str, symbol: str | None) -> None:
+        """What an operator's request does to the controls (at the bar, on the bar thread, when
+        it goes through the action log; at once otherwise). The strategy acts on it next."""
+        from trading import action_log as actions
+
+        ctl = self._control
+        if kind == actions.STOP_ENTRIES:
+            ctl.entries_paused = True
+        elif kind == actions.RESUME:
+            ctl.entries_paused = False
+            ctl.resume.set()
+        elif kind == actions.FORCE_EXIT:
+            ctl.force_exits.append(symbol)
+            ctl.poke()  # a live run at a venue acts now, between bars
+        elif kind == actions.EMERGENCY_STOP:
+            self.stop_reason = EMERGENCY_STOP
+            ctl.halted = True
+            ctl.emergency.set()
+            ctl.poke()
+        elif kind == actions.CANCEL_ON_STOP:
+            ctl.cancel_working = True  # a restart's re-run: the strategy cancels at the end of the bar
+        else:
+            raise ValueError(f"unknown operator action {kind!r}")
 
     async def _stop_services(self, result: BacktestResult | None) -> None:
         """Stop what `_start_services` started (the one place services stop); once per run."""
@@ -183,17 +230,16 @@ class BaseTradingBot:
 
     def request_emergency_stop(self) -> None:
         """Ask for an emergency stop (see `emergency_stop`); thread-safe, returns at once."""
-        self.stop_reason = EMERGENCY_STOP
-        self._control.halted = True
-        self._control.emergency.set()
-        self._control.poke()  # a live run at a venue acts now, between bars
+        if not self._request("emergency_stop"):
+            self._apply_action("emergency_stop", None)
 
     def request_stop_entries(self) -> None:
         """Refuse new entries (and adds) until `request_resume`; open positions keep their exits.
 
         Thread-safe, returns at once; from the next bar's decisions on, told as Halted(ENTRIES_PAUSED).
         """
-        self._control.entries_paused = True
+        if not self._request("stop_entries"):
+            self._apply_action("stop_entries", None)
 
     def request_resume(self) -> None:
         """Allow entries again after `request_stop_entries`, and lift a drawdown halt.
@@ -202,8 +248,8 @@ class BaseTradingBot:
         measured from the equity at the resume). A daily-loss halt still ends with its UTC
         day, and an emergency stop is never resumed. Thread-safe; applied at the next bar.
         """
-        self._control.entries_paused = False
-        self._control.resume.set()
+        if not self._request("resume"):
+            self._apply_action("resume", None)
 
     @property
     def exits_act(self) -> str:
@@ -223,8 +269,8 @@ class BaseTradingBot:
         if symbol is not None and symbol not in self.config.bot.symbols:
             raise ValueError(f"bot '{self.config.bot.name}' does not trade {symbol!r} "
                              f"(symbols: {', '.join(self.config.bot.symbols)})")
-        self._control.force_exits.append(symbol)
-        self._control.poke()
+        if not self._request("force_exit", symbol):
+            self._apply_action("force_exit", symbol)
 
     async def stop(self, reason: str = "stop") -> None:
         """End after the current bar, save the state and wait until `start_trading` returns."""

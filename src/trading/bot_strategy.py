@@ -8,16 +8,22 @@ In a live run at a venue the emergency stop and the forced exits do not wait for
 bar: the venue broker (`CcxtBroker`, `IBKRBroker`) calls `BotStrategy._between_bars` on every
 pass of Cerebro's loop, which flattens through the same `_flatten` as the bar. Backtests,
 replays and paper runs (the SimBroker has no such hook) apply them at the bar only.
+
+A paper run with an audit trail (``persistence:``) takes the operator's requests through its
+action log (`trading.action_log`, `SharedControls.journal`): at the start of a bar, logged
+(fsynced) before they act, and re-run at the same bar by a restart's re-run; the cancels of
+a ``--cancel-on-stop`` stop are logged in `stop` and re-run at the end of their bar.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import backtrader as bt
 
@@ -33,10 +39,16 @@ from trading.live_run import in_warmup
 from trading.orders import Order, OrderStatus
 from trading.positions import Position
 
+if TYPE_CHECKING:
+    from trading.action_log import ActionLog
+
+log = logging.getLogger(__name__)
+
 EMERGENCY_STOP = "emergency_stop"
 FORCE_EXIT = "force_exit"
 ENTRIES_PAUSED = "ENTRIES_PAUSED"
 RESUME_COMMAND = "RESUME_COMMAND"
+CANCEL_ON_STOP = "cancel_on_stop"  # trading.action_log's kind
 
 
 @dataclass
@@ -55,6 +67,8 @@ class SharedControls:
     force_exits: deque[str | None] = field(default_factory=deque)  # symbols to close; None: all
     state: dict[str, Any] | None = None
     wake: Callable[[], None] | None = None  # a venue broker's: run a pass of Cerebro's loop now
+    journal: ActionLog | None = None  # paper with persistence: operator actions logged, re-run on restart
+    cancel_working: bool = False  # a re-run's logged --cancel-on-stop: cancel at the end of this bar
 
     def publish(self, event: Event) -> None:
         if self.bus is not None:
@@ -93,6 +107,9 @@ class BotStrategy(BaseStrategy):
 
     def next(self) -> None:
         ctl: SharedControls = self.p.control
+        journal = ctl.journal
+        if journal is not None:  # the operator's requests (or a restart's logged ones) for this bar
+            journal.at_bar(len(self), self._bar_now())
         self._emergency(ctl)
         if ctl.force_exits or ctl.resume.is_set() or ctl.entries_paused != self._paused:
             self._operator_commands(ctl)
@@ -100,6 +117,12 @@ class BotStrategy(BaseStrategy):
         self._forced.clear()
         if self._hooked:
             self._live_bar = not any(in_warmup(d) for d in self.datas)
+        if journal is not None:
+            journal.after_bar(len(self), self._bar_now())
+            if ctl.cancel_working:  # a restart re-runs the cancels a --cancel-on-stop stop made here
+                ctl.cancel_working = False
+                self._drain_notifications()
+                self._cancel_working()
         if ctl.flattening and all(b.trade is None for b in self.books):
             ctl.stop_requested.set()
         if ctl.stop_requested.is_set():
@@ -205,18 +228,32 @@ class BotStrategy(BaseStrategy):
     def stop(self) -> None:
         ctl: SharedControls = self.p.control
         self._drain_notifications()
-        om = self.order_manager
         cancelled = 0
-        if ctl.cancel_on_stop:
-            working = [o for o in om.open_orders() if o.status is not OrderStatus.PENDING_CANCEL]
-            for order in working:
-                held = self._venue.backtrader_order(order.client_order_id)
-                if held is not None:
-                    self._venue.cancel(held, "STOP")
-            self._drain_notifications()
-            cancelled = sum(om.get(o.client_order_id).status is OrderStatus.CANCELLED for o in working)
+        if ctl.cancel_on_stop and self._working():
+            journal = ctl.journal
+            if journal is not None and (journal.replaying or journal.holding):
+                # stopped before the resume point: cancelling would change the history recovery checks
+                log.warning("stopped while re-running the recorded history: working orders kept")
+            else:
+                if journal is not None:  # logged before the cancels, so a restart re-runs them here
+                    journal.record(len(self), self._bar_now(), CANCEL_ON_STOP)
+                cancelled = self._cancel_working()
         ctl.state = {**self._snapshot(), "cancelled_on_stop": cancelled}
         super().stop()  # marks what is still open to the last close (end_of_data) in the result
+
+    def _working(self) -> list[Order]:
+        return [o for o in self.order_manager.open_orders() if o.status is not OrderStatus.PENDING_CANCEL]
+
+    def _cancel_working(self) -> int:
+        """Cancel every working order (reason STOP, as ``--cancel-on-stop``); return how many ended cancelled."""
+        om = self.order_manager
+        working = self._working()
+        for order in working:
+            held = self._venue.backtrader_order(order.client_order_id)
+            if held is not None:
+                self._venue.cancel(held, "STOP")
+        self._drain_notifications()
+        return sum(om.get(o.client_order_id).status is OrderStatus.CANCELLED for o in working)
 
     def _snapshot(self) -> dict[str, Any]:
         """Return open positions and working orders (from the PositionManager and OrderManager)."""

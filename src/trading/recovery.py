@@ -3,7 +3,10 @@
 Paper replays are deterministic (same bars, same client order ids, same fills), so a
 restarted paper bot re-runs its bars from the start. A paper bot on a ccxt exchange's live
 candles does too: its feed fetches the closed candles again from the first run's first one and
-hands them over as its bar log says the earlier runs had them (`trading.data.bar_log`).
+hands them over as its bar log says the earlier runs had them (`trading.data.bar_log`). What
+the bars do not hold, the operator's actions (pause, resume, forced exit, emergency stop, a
+``--cancel-on-stop`` stop's cancels), the re-run applies again at the bars its action log
+names (`trading.action_log`).
 `CrashRecovery` watches that run:
 
 * events it re-produces for bars already recorded carry the same idempotency keys and

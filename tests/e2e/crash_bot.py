@@ -1,11 +1,14 @@
 """A paper bot with its audit trail, for the crash tests: run it, SIGKILL it, run it again.
 
     python tests/e2e/crash_bot.py --db URL --spool DIR --csv BARS.csv --out result.json \
-        [--bars-per-second N] [--batch-delay S] [--state-interval S]
+        [--bars-per-second N] [--batch-delay S] [--state-interval S] [--actions BAR:KIND[=SYMBOL],...]
 
 Replays BARS.csv through `BaseTradingBot` in paper mode with the audit trail switched on by
 the config's `persistence:` section, then writes what the bot and its broker ended with to
---out. Exit status 3 if crash recovery refused to trade (the message is in the output too).
+--out. `--actions` plays an operator: at the end of bar BAR (the strategy's len) it calls the
+bot's request_stop_entries / request_resume / request_force_exit(SYMBOL) /
+request_emergency_stop / request_stop, as Telegram would (a force_exit or an emergency_stop waits for a filled position).
+Exit status 3 if crash recovery refused to trade (the message is in the output too).
 """
 
 from __future__ import annotations
@@ -46,6 +49,50 @@ risk_management: {stop_loss_required: true}
 """
 
 
+REQUESTS = {
+    "stop_entries": lambda bot, sym: bot.request_stop_entries(),
+    "resume": lambda bot, sym: bot.request_resume(),
+    "force_exit": lambda bot, sym: bot.request_force_exit(sym),
+    "emergency_stop": lambda bot, sym: bot.request_emergency_stop(),
+    "stop": lambda bot, sym: bot.request_stop("operator"),
+}
+
+
+def parse_actions(spec: str) -> list[tuple[int, str, str | None]]:
+    out = []
+    for item in filter(None, spec.split(",")):
+        bar, _, what = item.partition(":")
+        kind, _, sym = what.partition("=")
+        assert kind in REQUESTS, kind
+        out.append((int(bar), kind, sym or None))
+    return sorted(out, key=lambda a: a[0])
+
+
+class OperatedBot(BaseTradingBot):
+    """The bot with an operator who sends requests at given bars (from the bar thread)."""
+
+    def __init__(self, *args: object, actions: list[tuple[int, str, str | None]], **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.actions = list(actions)
+
+    def _strategy_cls(self):  # type: ignore[no-untyped-def]
+        base = super()._strategy_cls()
+        bot, todo = self, self.actions
+
+        def on_bar(strat) -> None:  # type: ignore[no-untyped-def]
+            base.next(strat)
+            while todo and todo[0][0] <= len(strat):
+                _bar, kind, sym = todo[0]
+                if kind in ("force_exit", "emergency_stop"):  # wait for a filled position
+                    books = [b for b in strat.books if sym is None or b.symbol == sym]
+                    if not any(b.trade is not None and b.trade.is_filled for b in books):
+                        return
+                todo.pop(0)
+                REQUESTS[kind](bot, sym)
+
+        return type("OperatedStrategy", (base,), {"next": on_bar})
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--db", required=True)
@@ -55,6 +102,7 @@ def main() -> int:
     ap.add_argument("--bars-per-second", type=float, default=None, help="pace (default: max)")
     ap.add_argument("--batch-delay", type=float, default=0.0)
     ap.add_argument("--state-interval", type=float, default=1.0)
+    ap.add_argument("--actions", default="", help="operator requests: BAR:KIND[=SYMBOL],...")
     args = ap.parse_args()
 
     persistence = {
@@ -77,7 +125,8 @@ def main() -> int:
         published[type(event).__name__] += 1
 
     bus.subscribe(count, inline=True, name="count")
-    bot = BaseTradingBot(cfg, mode="paper", replay=args.csv, speed=speed, bus=bus)
+    bot = OperatedBot(cfg, mode="paper", replay=args.csv, speed=speed, bus=bus,
+                      actions=parse_actions(args.actions))
     try:
         result = asyncio.run(bot.start_trading())  # the bot attaches and closes its audit trail
     except ReconciliationMismatch as exc:
@@ -105,6 +154,7 @@ def main() -> int:
         "open_orders": sorted(str(o.client_order_id) for o in bot.order_manager.open_orders()),
         "broker_positions": {p.symbol: str(p.quantity) for p in session.book.positions()},
         "trades": len(result.trades),
+        "actions": None if getattr(bot._control, "journal", None) is None else bot._control.journal.summary(),
     }
     args.out.write_text(json.dumps(out, indent=1))
     return 0
