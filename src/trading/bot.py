@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,8 @@ if TYPE_CHECKING:
 
 Mode = Literal["backtest", "paper", "live"]
 STATE_FILE = "state.json"
+
+log = logging.getLogger(__name__)
 
 
 class LiveTradingRefused(ATFError):
@@ -156,6 +159,12 @@ class BaseTradingBot:
         reason = self.stop_reason or "end_of_data"
         result.diagnostics["mode"] = self.mode
         result.diagnostics["stop_reason"] = reason
+        journal = self._control.journal
+        if journal is not None:
+            result.diagnostics["actions"] = journal.summary()
+            if journal.requests:  # asked for after the last bar: nothing acted on them
+                log.warning("%d operator request(s) arrived after the last bar and were not applied: %s",
+                            len(journal.requests), ", ".join(k + (f" {s}" if s else "") for k, s in journal.requests))
         self._write_state(reason)
         self._control.publish(BotStopped(ts=_now(), bot=name, reason=reason))
         try:

@@ -127,3 +127,20 @@ def test_a_refused_restart_still_refuses_without_the_log(bars: Path, tmp_path: P
     log_file.unlink()  # without the log the re-run cannot know the emergency stop
     with pytest.raises(ReconciliationMismatch):
         run(url, spool, bars)
+
+
+def test_a_request_after_the_last_bar_is_reported_not_silently_dropped(
+    bars: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'late.db'}"
+    upgrade_database(url)
+    n = len(generate_ohlcv(620, seed=11, timeframe="1h", start="2021-03-01"))
+    with caplog.at_level("WARNING", logger="trading.bot"):
+        bot = run(url, tmp_path / "spool", bars, f"{n}:stop_entries")  # asked at the last bar
+    assert bot.result is not None
+    assert bot.result.diagnostics["actions"]["queued"] == 1  # taken at the next bar: there is none
+    assert bot.result.diagnostics["actions"]["logged"] == 0
+    assert bot.audit is not None
+    logged = action_log_path(bot.audit.state_file.path)
+    assert not logged.exists() or logged.read_text() == ""  # never applied, so never logged
+    assert "1 operator request(s) arrived after the last bar and were not applied: stop_entries" in caplog.text
