@@ -22,9 +22,8 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -37,7 +36,7 @@ from sqlalchemy.engine import Engine
 
 from tests.e2e.live_configs import SPEED, bot_config, fast_exchange
 from tests.e2e.test_cli_live import _start
-from tests.e2e.test_cli_live_restart import _interrupt
+from tests.e2e.test_cli_live_restart import _interrupt, _wait
 from tests.e2e.test_cli_paper import _cmd
 from tests.fakes.fake_exchange import FakeExchange
 from trading.broker_state import BrokerStateFile
@@ -91,17 +90,6 @@ def _protected(work: Path, out: str, skip: frozenset[str] = frozenset()) -> bool
             last[r["order_id"]] = r["status"]
     working = {cid.split("-")[2] for cid, s in last.items() if s in ("accepted", "modified")}
     return working == {"sl", "tp"} and sum(s in ("accepted", "modified") for s in last.values()) == 2
-
-
-def _wait(condition: Callable[[], bool], timeout: float, proc: subprocess.Popen[str] | None = None) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        if proc is not None and proc.poll() is not None:
-            return condition()
-        time.sleep(0.05)
-    return False
 
 
 def _kill_in_position(

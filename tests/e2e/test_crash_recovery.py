@@ -23,7 +23,6 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
-from trading.data import generate_ohlcv
 from trading.persistence import (
     list_fills,
     list_orders,
@@ -38,14 +37,6 @@ from trading.persistence.db import read_connection
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tests" / "e2e" / "crash_bot.py"
 CASES = ("sqlite", "postgresql", "postgresql-outage")
-
-
-@pytest.fixture(scope="module")
-def bars(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    csv = tmp_path_factory.mktemp("bars") / "aaa.csv"
-    frame = generate_ohlcv(620, seed=11, timeframe="1h", start="2021-03-01")
-    frame.rename_axis("datetime").to_csv(csv)
-    return csv
 
 
 @pytest.fixture(params=CASES)

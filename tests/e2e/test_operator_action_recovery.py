@@ -15,23 +15,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy.engine import Engine
 
 from tests.e2e.test_crash_recovery import audit, command, scalar, wait_until
-from trading.data import generate_ohlcv
 from trading.persistence import make_engine, upgrade_database
 from trading.persistence.db import read_connection
 
 ACTIONS = "100:stop_entries,160:resume,220:force_exit=AAA"
 
-
-@pytest.fixture(scope="module")
-def bars(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    csv = tmp_path_factory.mktemp("bars") / "aaa.csv"
-    frame = generate_ohlcv(620, seed=11, timeframe="1h", start="2021-03-01")
-    frame.rename_axis("datetime").to_csv(csv)
-    return csv
 
 
 def run_to_end(db: str, spool: Path, bars: Path, out: Path, *extra: str) -> dict[str, Any]:
