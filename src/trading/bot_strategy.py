@@ -228,16 +228,20 @@ class BotStrategy(BaseStrategy):
     def stop(self) -> None:
         ctl: SharedControls = self.p.control
         self._drain_notifications()
-        cancelled = 0
-        if ctl.cancel_on_stop and self._working():
+        working = self._working() if ctl.cancel_on_stop else []
+        if working:
             journal = ctl.journal
             if journal is not None and (journal.replaying or journal.holding):
                 # stopped before the resume point: cancelling would change the history recovery checks
                 log.warning("stopped while re-running the recorded history: working orders kept")
+                working = []
             else:
                 if journal is not None:  # logged before the cancels, so a restart re-runs them here
                     journal.record(len(self), self._bar_now(), CANCEL_ON_STOP)
-                cancelled = self._cancel_working()
+                self._cancel_working()
+        self._settle_pending_cancels()
+        om = self.order_manager
+        cancelled = sum(om.get(o.client_order_id).status is OrderStatus.CANCELLED for o in working)
         ctl.state = {**self._snapshot(), "cancelled_on_stop": cancelled}
         super().stop()  # marks what is still open to the last close (end_of_data) in the result
 
@@ -254,6 +258,33 @@ class BotStrategy(BaseStrategy):
                 self._venue.cancel(held, "STOP")
         self._drain_notifications()
         return sum(om.get(o.client_order_id).status is OrderStatus.CANCELLED for o in working)
+
+    def _settle_pending_cancels(self, tries: int = 3) -> None:
+        """At stop, get the venue's answer to the cancels still pending (a venue broker only).
+
+        A cancel whose answer was lost (a timeout on a slow venue) is retried at the broker's
+        next pass; at stop there is none, and the order would stay ``pending_cancel`` in the
+        result and state.json though the venue may have cancelled it. `settle()` sends the
+        cancels again and reads the venue (an order already cancelled answers with its state).
+        """
+        settle = getattr(self.broker, "settle", None)
+        if not callable(settle):
+            return
+        for _ in range(tries):
+            pending = [o for o in self.order_manager.open_orders() if o.status is OrderStatus.PENDING_CANCEL]
+            if not pending:
+                return
+            try:
+                settle()
+            except Exception:  # the venue is gone: the state says what is known
+                log.warning("the venue's answer to %d pending cancel(s) could not be read at stop", len(pending),
+                            exc_info=True)
+                return
+            self._drain_notifications()
+        left = [str(o.client_order_id) for o in self.order_manager.open_orders()
+                if o.status is OrderStatus.PENDING_CANCEL]
+        if left:
+            log.warning("cancels still unanswered by the venue at stop: %s", ", ".join(left))
 
     def _snapshot(self) -> dict[str, Any]:
         """Return open positions and working orders (from the PositionManager and OrderManager)."""

@@ -301,3 +301,37 @@ def test_a_restart_adopts_the_open_position_and_its_legs_and_closes_the_same_tra
     assert proc.returncode == 1 and "POSITION_MISMATCH" in said and SYMBOL in said, said
     assert not _posted(fake, since)
     engine.dispose()
+
+
+def test_ctrl_c_with_cancel_on_stop_gets_the_answer_of_a_cancel_that_timed_out(tmp_path: Path, fake: FakeExchange) -> None:
+    """The venue cancels a leg but its answers never come (a slow venue, every retry timing out):
+    at stop the bot asks again and reads the venue, so neither the venue nor the state holds a
+    working order, and both legs count as cancelled (CI once saw a leg left `pending_cancel`)."""
+    url = f"sqlite:///{tmp_path / 'audit.db'}"
+    upgrade_database(url)
+    _write_config(tmp_path, fake, url)
+    proc = _start(ARGS, tmp_path, VENUE_ENV)
+    try:
+        def protected() -> bool:
+            working = _legs(fake)
+            return len(working) == 2 and {o.client_id for o in working} <= _accepted(tmp_path)
+
+        assert _wait(protected, 150, proc), f"no protected position: {proc.poll()}"
+        fake.clock.set_speed(0)
+        legs = {o.client_id for o in _legs(fake)}
+        # The first leg's cancel goes through (the venue's OCO list takes the other leg with it);
+        # every try of the second leg's cancel times out.
+        fake.fault("DELETE", "/api/v3/order", "none")  # no fault: answered as usual
+        fake.fault("DELETE", "/api/v3/order", "timeout", times=4)
+        out, err = _interrupt(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Stopped: interrupted" in out, err[-3000:]
+    assert not _legs(fake)
+    with fake.engine.lock:
+        assert {o.client_id for o in fake.engine.orders.values() if o.status == "CANCELED"} >= legs
+    state = json.loads((tmp_path / "out" / "state.json").read_text())
+    assert state["open_orders"] == [] and state["cancelled_on_stop"] == 2
+    stored = {o.client_order_id: o.status for o in list_orders(make_engine(url))}
+    assert {stored[c] for c in legs} == {"cancelled"}
