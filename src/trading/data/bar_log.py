@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from trading.atomic_io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 VERSION = 1
@@ -108,13 +109,7 @@ class BarLog:
                 "skipped": self.skipped}
 
     def save(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write((json.dumps(self.to_json(), separators=(",", ":")) + "\n").encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write_bytes(self.path, (json.dumps(self.to_json(), separators=(",", ":")) + "\n").encode())
 
 
 def _within(t: int, ranges: Iterable[list[int]]) -> bool:
